@@ -1,0 +1,40 @@
+"""Base class of the bijectors whose log-determinant is the same at every pixel."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from cinc_tfp.bijectors import _util
+
+
+class PixelwiseVolumeBijector(tfp.bijectors.Bijector):
+  """Image bijector `[..., H, W, C] -> [..., H, W, C]` with a constant log-det.
+
+  Subclasses have `self._channels` and implement `_pixel_log_det()`: the
+  log-determinant per pixel, a scalar, or `None` when volume preserving. The
+  Jacobian log-determinant of the whole image is then `H * W` times that.
+  """
+
+  @property
+  def channels(self):
+    return self._channels
+
+  def _images(self, x):
+    """Checks `x` and returns it as `[B, H, W, C]` with a restoring function."""
+    _util.check_channels(x, self._channels, self.name)
+    return _util.as_images(_util.assert_finite(x, self.validate_args, self.name))
+
+  def _pixel_log_det(self):
+    raise NotImplementedError
+
+  def _log_det(self, images):
+    height, width = _util.check_channels(images, self._channels, self.name)
+    pixel_log_det = self._pixel_log_det()
+    if pixel_log_det is None:
+      return tf.zeros([], self.dtype)
+    return height * width * pixel_log_det
+
+  def _forward_log_det_jacobian(self, x):
+    return self._log_det(x)
+
+  def _inverse_log_det_jacobian(self, y):
+    return -self._log_det(y)

@@ -1,0 +1,64 @@
+"""Helpers shared by the image bijectors: input checks and weight creation."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+
+def image_shape(x, bijector_name):
+  """Static `(H, W, C)` of an image batch `[..., H, W, C]`, or a clear error."""
+  shape = tf.TensorShape(x.shape)
+  if shape.rank is None or shape.rank < 3:
+    raise ValueError(
+        f'{bijector_name}: expected images of shape [..., H, W, C] (rank >= '
+        f'3), got shape {shape}.')
+  height, width, channels = shape[-3:]
+  if None in (height, width, channels):
+    raise ValueError(
+        f'{bijector_name}: H, W and C must be known statically, got shape '
+        f'{shape}.')
+  return height, width, channels
+
+
+def check_channels(x, channels, bijector_name):
+  """`image_shape`, plus an error unless the images have `channels` channels."""
+  height, width, found = image_shape(x, bijector_name)
+  if found != channels:
+    raise ValueError(
+        f'{bijector_name}: built for {channels} channels, got images with '
+        f'{found} channels (shape {x.shape}).')
+  return height, width
+
+
+def assert_finite(x, validate_args, bijector_name):
+  """With `validate_args`, fails on NaN or infinite entries of `x`."""
+  if not validate_args:
+    return x
+  return tf.debugging.assert_all_finite(
+      x, f'{bijector_name}: input contains NaN or infinite values.')
+
+
+def as_images(x):
+  """`x` reshaped to `[B, H, W, C]`, and a function restoring its batch shape."""
+  batch_shape = tf.shape(x)[:-3]
+  static_batch_shape = x.shape[:-3]
+
+  def restore(images):
+    restored = tf.reshape(
+        images, tf.concat([batch_shape, tf.shape(images)[1:]], axis=0))
+    return tf.ensure_shape(
+        restored, static_batch_shape.concatenate(images.shape[1:]))
+
+  return tf.reshape(x, [-1] + x.shape[-3:].as_list()), restore
+
+
+def seeded_normal(shape, seed, stddev, dtype, salt):
+  """Deterministic normal weights from a user seed (int or None)."""
+  seed = tfp.random.sanitize_seed(seed, salt=salt)
+  return tf.random.stateless_normal(shape, seed, stddev=stddev, dtype=dtype)
+
+
+def variable_or_tensor(value, dtype, name):
+  """Keeps variables as they are (so they train); converts anything else."""
+  if value is None or isinstance(value, tf.Variable):
+    return value
+  return tf.convert_to_tensor(value, dtype=dtype, name=name)

@@ -1,0 +1,124 @@
+"""Activation normalization (Glow) with data-dependent initialization."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from cinc_tfp.bijectors import _base
+from cinc_tfp.bijectors import _util
+
+__all__ = ['ActNorm', 'data_init_values']
+
+_EPSILON = 1e-6
+
+
+def data_init_values(x):
+  """`(log_scale, bias)` that make `ActNorm` map the batch `x` to zero mean,
+  unit variance per channel."""
+  axes = list(range(len(x.shape) - 1))
+  mean, variance = tf.nn.moments(x, axes=axes)
+  return -0.5 * tf.math.log(variance + _EPSILON), -mean
+
+
+class ActNorm(_base.PixelwiseVolumeBijector):
+  """Per-channel affine map `y = (x + bias) * exp(log_scale)`.
+
+  ```none
+  log|det J| = H * W * sum_c log_scale[c].
+  ```
+
+  Standalone, `ActNorm(channels=C)` creates its variables and initializes
+  them from the first batch passed to `forward` (or to `initialize`), so that
+  this batch comes out with zero mean and unit variance per channel (Kingma &
+  Dhariwal, 2018). With explicit `log_scale` and `bias`, the owner of those
+  weights initializes them (see `data_init_values`).
+  """
+
+  def __init__(self,
+               log_scale=None,
+               bias=None,
+               *,
+               channels=None,
+               dtype=tf.float32,
+               validate_args=False,
+               name='actnorm'):
+    """Builds the bijector.
+
+    Args:
+      log_scale: `[C]` log scale; if `None`, variables are created for
+        `channels` channels and initialized from the first batch.
+      bias: `[C]` bias added before scaling.
+      channels: number of channels, when creating variables.
+      dtype: dtype of created variables.
+      validate_args: check inputs for NaN and infinite values.
+      name: name scope.
+    """
+    parameters = dict(locals())
+    with tf.name_scope(name) as scope_name:
+      self._initialized = None
+      if log_scale is None:
+        if not isinstance(channels, int) or channels < 1:
+          raise ValueError(
+              f'ActNorm: channels must be a positive int, got {channels!r}.')
+        log_scale = tf.Variable(tf.zeros([channels], dtype), name='log_scale')
+        bias = tf.Variable(tf.zeros([channels], dtype), name='bias')
+        self._initialized = tf.Variable(
+            False, trainable=False, name='initialized')
+      dtype = log_scale.dtype
+      self._log_scale = _util.variable_or_tensor(log_scale, dtype, 'log_scale')
+      self._bias = _util.variable_or_tensor(bias, dtype, 'bias')
+      if self._log_scale.shape.rank != 1 or self._bias.shape != self._log_scale.shape:
+        raise ValueError(
+            'ActNorm: log_scale and bias must both have shape [C], got '
+            f'{self._log_scale.shape} and {self._bias.shape}.')
+      self._channels = self._log_scale.shape[0]
+      super().__init__(
+          forward_min_event_ndims=3,
+          validate_args=validate_args,
+          parameters=parameters,
+          dtype=dtype,
+          name=scope_name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    properties = tfp.util.ParameterProperties
+    return dict(log_scale=properties(event_ndims=1),
+                bias=properties(event_ndims=1))
+
+  @property
+  def log_scale(self):
+    return self._log_scale
+
+  @property
+  def bias(self):
+    return self._bias
+
+  def initialize(self, x):
+    """Sets the variables from the batch `x`, once; a no-op afterwards."""
+    if self._initialized is None:
+      return
+
+    def assign():
+      log_scale, bias = data_init_values(tf.convert_to_tensor(x, self.dtype))
+      with tf.control_dependencies([self._log_scale.assign(log_scale),
+                                    self._bias.assign(bias)]):
+        return self._initialized.assign(True)
+
+    tf.cond(self._initialized, lambda: tf.identity(self._initialized), assign)
+
+  def _pixel_log_det(self):
+    return tf.reduce_sum(self._log_scale)
+
+  def _forward(self, x):
+    x = _util.assert_finite(x, self.validate_args, self.name)
+    _util.check_channels(x, self._channels, self.name)
+    self.initialize(x)
+    return (x + self._bias) * tf.exp(self._log_scale)
+
+  def _inverse(self, y):
+    y = _util.assert_finite(y, self.validate_args, self.name)
+    _util.check_channels(y, self._channels, self.name)
+    return y * tf.exp(-self._log_scale) - self._bias
+
+  def _forward_log_det_jacobian(self, x):
+    self.initialize(x)
+    return super()._forward_log_det_jacobian(x)

@@ -1,0 +1,178 @@
+"""The CInC convolution: an invertible `k x k` convolution padded on one corner."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from cinc_tfp.bijectors import _base
+from cinc_tfp.bijectors import _util
+from cinc_tfp.bijectors import triangular_conv
+
+
+__all__ = ['CIncConv2D']
+
+_INIT_STDDEV = 0.05
+
+
+class CIncConv2D(_base.PixelwiseVolumeBijector):
+  """Characterizable invertible `k x k` convolution (Nagar et al., 2021).
+
+  For images `x` of shape `[..., H, W, C]`, with `k` odd and the padded corner
+  top-left (the other corners are the mirror images):
+
+  ```none
+  y[i, j] = sum_{a, b < k} x[i - k + 1 + a, j - k + 1 + b] @ K[a, b] + bias
+  ```
+
+  with `x` zero outside the image. Output pixel `(i, j)` depends only on
+  pixels above and to its left, so in raster order the Jacobian is block
+  triangular with the diagonal tap `K[k-1, k-1]` in every diagonal block. Here
+  that tap is `U + diag(d)` with `U` strictly upper triangular (the lower
+  triangle of the stored kernel tap is masked out) and `d = exp(log_diag)`,
+  or `d = 1` when `log_diag` is `None` (volume preserving). So the map is
+  invertible for every value of the parameters and
+
+  ```none
+  log|det J| = H * W * sum_c log_diag[c].
+  ```
+
+  The inverse is exact forward substitution, one image row at a time (`H`
+  sequential steps, see `triangular_conv.solve_rows`).
+
+  Standalone, `CIncConv2D(channels=C)` creates its own `tf.Variable`s,
+  initialised near the identity from `seed`. Passing `kernel` (and `log_diag`,
+  `bias`) uses those tensors or variables instead, which is how a Keras model
+  that owns the weights builds it.
+  """
+
+  def __init__(self,
+               kernel=None,
+               log_diag=None,
+               bias=None,
+               *,
+               channels=None,
+               kernel_size=3,
+               corner='top_left',
+               volume_preserving=False,
+               use_bias=True,
+               seed=None,
+               dtype=tf.float32,
+               validate_args=False,
+               name='cinc_conv2d'):
+    """Builds the bijector.
+
+    Args:
+      kernel: `[k, k, C, C]` weights (HWIO). If `None`, variables are created
+        for `channels` channels.
+      log_diag: `[C]` log of the diagonal of the diagonal tap. With `kernel`
+        given, `None` means a unit diagonal.
+      bias: `[C]` bias, or `None` for none.
+      channels: number of channels, when creating variables.
+      kernel_size: odd kernel side `k`, when creating variables.
+      corner: padded corner: 'top_left', 'top_right', 'bottom_left' or
+        'bottom_right'.
+      volume_preserving: when creating variables, fix the diagonal to 1.
+      use_bias: when creating variables, whether to add a bias.
+      seed: int or stateless seed for the initial weights.
+      dtype: dtype of created variables.
+      validate_args: check inputs for NaN and infinite values.
+      name: name scope.
+    """
+    parameters = dict(locals())
+    triangular_conv.check_corner(corner)
+    with tf.name_scope(name) as scope_name:
+      if kernel is None:
+        if not isinstance(channels, int) or channels < 1:
+          raise ValueError(
+              f'CIncConv2D: channels must be a positive int, got {channels!r}.')
+        _check_kernel_size(kernel_size)
+        kernel = tf.Variable(
+            _util.seeded_normal([kernel_size, kernel_size, channels, channels],
+                                seed, _INIT_STDDEV, dtype, 'cinc_kernel'),
+            name='kernel')
+        if not volume_preserving:
+          log_diag = tf.Variable(tf.zeros([channels], dtype), name='log_diag')
+        if use_bias:
+          bias = tf.Variable(tf.zeros([channels], dtype), name='bias')
+      dtype = kernel.dtype
+      self._kernel = _util.variable_or_tensor(kernel, dtype, 'kernel')
+      self._log_diag = _util.variable_or_tensor(log_diag, dtype, 'log_diag')
+      self._bias = _util.variable_or_tensor(bias, dtype, 'bias')
+      shape = self._kernel.shape
+      if shape.rank != 4 or shape[0] != shape[1] or shape[2] != shape[3]:
+        raise ValueError(
+            f'CIncConv2D: kernel must have shape [k, k, C, C], got {shape}.')
+      _check_kernel_size(shape[0])
+      self._corner = corner
+      self._channels = self._kernel.shape[-1]
+      super().__init__(
+          forward_min_event_ndims=3,
+          validate_args=validate_args,
+          parameters=parameters,
+          dtype=dtype,
+          name=scope_name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    properties = tfp.util.ParameterProperties
+    return dict(
+        kernel=properties(event_ndims=4),
+        log_diag=properties(event_ndims=1),
+        bias=properties(event_ndims=1))
+
+  @property
+  def kernel(self):
+    return self._kernel
+
+  @property
+  def log_diag(self):
+    return self._log_diag
+
+  @property
+  def bias(self):
+    return self._bias
+
+  @property
+  def corner(self):
+    return self._corner
+
+  def _pixel_log_det(self):
+    return None if self._log_diag is None else tf.reduce_sum(self._log_diag)
+
+  def effective_kernel(self):
+    """The `[k, k, C, C]` kernel actually applied (triangular diagonal tap)."""
+    if self._log_diag is None:
+      diagonal = tf.ones([self.channels], self.dtype)
+    else:
+      diagonal = tf.exp(self._log_diag)
+    return triangular_conv.triangular_kernel(
+        tf.convert_to_tensor(self._kernel), diagonal, self._corner)
+
+  def _forward(self, x):
+    images, restore = self._images(x)
+    y = triangular_conv.causal_conv2d(images, self.effective_kernel(),
+                                      self._corner)
+    if self._bias is not None:
+      y += self._bias
+    return restore(y)
+
+  def _inverse(self, y):
+    images, restore = self._images(y)
+    if self._bias is not None:
+      images -= self._bias
+    return restore(triangular_conv.solve_rows(
+        images, self.effective_kernel(), self._corner))
+
+  def inverse_reference(self, y):
+    """The inverse by the plain pixel-by-pixel solver (slow; for testing)."""
+    images, restore = self._images(y)
+    if self._bias is not None:
+      images -= self._bias
+    return restore(triangular_conv.solve_raster(
+        images, self.effective_kernel(), self._corner))
+
+
+def _check_kernel_size(kernel_size):
+  if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+    raise ValueError(
+        f'CIncConv2D: kernel_size must be a positive odd int, got '
+        f'{kernel_size!r}.')

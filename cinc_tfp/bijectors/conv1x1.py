@@ -1,0 +1,124 @@
+"""Glow's invertible 1x1 convolution, LU-parametrized."""
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_probability.python.internal import parameter_properties
+
+from cinc_tfp.bijectors import _base
+from cinc_tfp.bijectors import _util
+
+__all__ = ['Conv1x1']
+
+
+class Conv1x1(_base.PixelwiseVolumeBijector):
+  """Invertible 1x1 convolution `y[i, j] = x[i, j] @ W` (Kingma & Dhariwal, 2018).
+
+  `W = P L (U + diag(sign * exp(log_scale)))` with `P` a fixed permutation,
+  `L` unit lower triangular and `U` strictly upper triangular (both read from
+  one `[C, C]` matrix `lower_upper`, whose diagonal is ignored) and `sign` a
+  fixed `+-1` vector. `W` is invertible for every value of the parameters, and
+
+  ```none
+  log|det J| = H * W * sum_c log_scale[c].
+  ```
+
+  Standalone, `Conv1x1(channels=C)` creates variables from the LU
+  decomposition of a random rotation drawn from `seed`.
+  """
+
+  def __init__(self,
+               lower_upper=None,
+               log_scale=None,
+               sign=None,
+               permutation=None,
+               *,
+               channels=None,
+               seed=None,
+               dtype=tf.float32,
+               validate_args=False,
+               name='conv1x1'):
+    """Builds the bijector.
+
+    Args:
+      lower_upper: `[C, C]`; its strict lower and upper triangles are `L` and
+        `U`. If `None`, variables are created for `channels` channels.
+      log_scale: `[C]` log of the absolute diagonal of the upper factor.
+      sign: `[C]` fixed signs of that diagonal (`+-1`); `None` means all `+1`.
+      permutation: `[C]` int permutation `P` (rows of `W` as in
+        `tf.linalg.lu_reconstruct`); `None` means the identity.
+      channels: number of channels, when creating variables.
+      seed: int or stateless seed for the initial rotation.
+      dtype: dtype of created variables.
+      validate_args: check inputs for NaN and infinite values.
+      name: name scope.
+    """
+    parameters = dict(locals())
+    with tf.name_scope(name) as scope_name:
+      if lower_upper is None:
+        if not isinstance(channels, int) or channels < 1:
+          raise ValueError(
+              f'Conv1x1: channels must be a positive int, got {channels!r}.')
+        rotation, _ = tf.linalg.qr(_util.seeded_normal(
+            [channels, channels], seed, 1., tf.float64, 'conv1x1'))
+        lu, permutation = tf.linalg.lu(rotation)
+        diagonal = tf.linalg.diag_part(lu)
+        lower_upper = tf.Variable(tf.cast(lu, dtype), name='lower_upper')
+        log_scale = tf.Variable(
+            tf.cast(tf.math.log(tf.abs(diagonal)), dtype), name='log_scale')
+        sign = tf.cast(tf.sign(diagonal), dtype)
+      dtype = lower_upper.dtype
+      self._lower_upper = _util.variable_or_tensor(lower_upper, dtype,
+                                                   'lower_upper')
+      self._log_scale = _util.variable_or_tensor(log_scale, dtype, 'log_scale')
+      shape = self._lower_upper.shape
+      if shape.rank != 2 or shape[0] != shape[1]:
+        raise ValueError(
+            f'Conv1x1: lower_upper must have shape [C, C], got {shape}.')
+      self._channels = shape[-1]
+      if sign is None:
+        sign = np.ones([self._channels])
+      if permutation is None:
+        permutation = np.arange(self._channels)
+      self._sign = tf.convert_to_tensor(sign, dtype, name='sign')
+      self._permutation = tf.convert_to_tensor(
+          permutation, tf.int32, name='permutation')
+      super().__init__(
+          forward_min_event_ndims=3,
+          validate_args=validate_args,
+          parameters=parameters,
+          dtype=dtype,
+          name=scope_name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    properties = parameter_properties.ParameterProperties
+    fixed = parameter_properties.BIJECTOR_NOT_IMPLEMENTED
+    return dict(
+        lower_upper=properties(event_ndims=2),
+        log_scale=properties(event_ndims=1),
+        sign=properties(event_ndims=1, default_constraining_bijector_fn=fixed),
+        permutation=properties(
+            event_ndims=1, default_constraining_bijector_fn=fixed))
+
+  def _lu(self):
+    """The packed LU factors with the diagonal `sign * exp(log_scale)`."""
+    lower_upper = tf.convert_to_tensor(self._lower_upper)
+    return tf.linalg.set_diag(lower_upper, self._sign * tf.exp(self._log_scale))
+
+  def matrix(self):
+    """The `[C, C]` matrix `W`."""
+    return tf.linalg.lu_reconstruct(self._lu(), self._permutation)
+
+  def _pixel_log_det(self):
+    return tf.reduce_sum(self._log_scale)
+
+  def _forward(self, x):
+    x = _util.assert_finite(x, self.validate_args, self.name)
+    _util.check_channels(x, self._channels, self.name)
+    return tf.linalg.matvec(self.matrix(), x, transpose_a=True)
+
+  def _inverse(self, y):
+    y = _util.assert_finite(y, self.validate_args, self.name)
+    _util.check_channels(y, self._channels, self.name)
+    inverse = tf.linalg.lu_matrix_inverse(self._lu(), self._permutation)
+    return tf.linalg.matvec(inverse, y, transpose_a=True)

