@@ -1,5 +1,7 @@
 """Helpers shared by the image bijectors: input checks and weight creation."""
 
+import zlib
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -51,10 +53,18 @@ def as_images(x):
   return tf.reshape(x, [-1] + x.shape[-3:].as_list()), restore
 
 
+def stateless_seed(seed, salt):
+  """A `[2]` stateless seed: fixed by an int `seed` (and `salt`), random for
+  `None`, as given for a `[2]` tensor."""
+  if isinstance(seed, int):
+    return tf.constant([seed, zlib.crc32(salt.encode()) % 2**31], tf.int32)
+  return tfp.random.sanitize_seed(seed, salt=salt)
+
+
 def seeded_normal(shape, seed, stddev, dtype, salt):
-  """Deterministic normal weights from a user seed (int or None)."""
-  seed = tfp.random.sanitize_seed(seed, salt=salt)
-  return tf.random.stateless_normal(shape, seed, stddev=stddev, dtype=dtype)
+  """Normal weights, deterministic for an int `seed` (see `stateless_seed`)."""
+  return tf.random.stateless_normal(
+      shape, stateless_seed(seed, salt), stddev=stddev, dtype=dtype)
 
 
 def variable_or_tensor(value, dtype, name):
@@ -62,3 +72,14 @@ def variable_or_tensor(value, dtype, name):
   if value is None or isinstance(value, tf.Variable):
     return value
   return tf.convert_to_tensor(value, dtype=dtype, name=name)
+
+
+# The diagonal of a triangular tap is exp(MAX_LOG_DIAGONAL * tanh(s / MAX)):
+# exp(s) near s = 0, and never below e^-8 or above e^8, so that float32 can
+# neither round it to zero nor make the substitution blow up.
+MAX_LOG_DIAGONAL = 8.
+
+
+def bounded_log_diagonal(log_diag):
+  """Log of a triangular tap's diagonal from its free parameter."""
+  return MAX_LOG_DIAGONAL * tf.tanh(log_diag / MAX_LOG_DIAGONAL)

@@ -27,12 +27,14 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
   pixels above and to its left, so in raster order the Jacobian is block
   triangular with the diagonal tap `K[k-1, k-1]` in every diagonal block. Here
   that tap is `U + diag(d)` with `U` strictly upper triangular (the lower
-  triangle of the stored kernel tap is masked out) and `d = exp(log_diag)`,
-  or `d = 1` when `log_diag` is `None` (volume preserving). So the map is
+  triangle of the stored kernel tap is masked out) and `d = exp(s)` with
+  `s = 8 tanh(log_diag / 8)` (that is `s ~ log_diag` near 0, and `e^-8 < d <
+  e^8` always, so that no optimizer step can make `d` zero in float32), or
+  `d = 1` when `log_diag` is `None` (volume preserving). So the map is
   invertible for every value of the parameters and
 
   ```none
-  log|det J| = H * W * sum_c log_diag[c].
+  log|det J| = H * W * sum_c s[c].
   ```
 
   The inverse is exact forward substitution, one image row at a time (`H`
@@ -63,7 +65,8 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
     Args:
       kernel: `[k, k, C, C]` weights (HWIO). If `None`, variables are created
         for `channels` channels.
-      log_diag: `[C]` log of the diagonal of the diagonal tap. With `kernel`
+      log_diag: `[C]` free parameter of the diagonal of the diagonal tap
+        (its log, softly bounded to [-8, 8]). With `kernel`
         given, `None` means a unit diagonal.
       bias: `[C]` bias, or `None` for none.
       channels: number of channels, when creating variables.
@@ -136,14 +139,16 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
     return self._corner
 
   def _pixel_log_det(self):
-    return None if self._log_diag is None else tf.reduce_sum(self._log_diag)
+    if self._log_diag is None:
+      return None
+    return tf.reduce_sum(_util.bounded_log_diagonal(self._log_diag))
 
   def effective_kernel(self):
     """The `[k, k, C, C]` kernel actually applied (triangular diagonal tap)."""
     if self._log_diag is None:
       diagonal = tf.ones([self.channels], self.dtype)
     else:
-      diagonal = tf.exp(self._log_diag)
+      diagonal = tf.exp(_util.bounded_log_diagonal(self._log_diag))
     return triangular_conv.triangular_kernel(
         tf.convert_to_tensor(self._kernel), diagonal, self._corner)
 

@@ -24,11 +24,12 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
   ```
 
   Each factor is a corner-padded convolution whose diagonal tap is triangular:
-  `A`'s tap is `U_A + diag(exp(log_diag))`, `B`'s is `U_B + I` (the scale is
-  learned once). Together they see the full 3x3 neighbourhood and
+  `A`'s tap is `U_A + diag(exp(s))` with `s = 8 tanh(log_diag / 8)` (as in
+  `CIncConv2D`), `B`'s is `U_B + I` (the scale is learned once). Together
+  they see the full 3x3 neighbourhood and
 
   ```none
-  log|det J| = H * W * sum_c log_diag[c].
+  log|det J| = H * W * sum_c s[c].
   ```
 
   The inverse undoes the two factors in turn, each by the same row-wise
@@ -54,7 +55,8 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
       kernel_a: `[2, 2, C, C]` weights of the top-left masked factor. If
         `None`, variables are created for `channels` channels.
       kernel_b: `[2, 2, C, C]` weights of the bottom-right masked factor.
-      log_diag: `[C]` log of the diagonal of `kernel_a`'s diagonal tap; with
+      log_diag: `[C]` free parameter of the diagonal of `kernel_a`'s
+        diagonal tap (its log, softly bounded to [-8, 8]); with
         kernels given, `None` means a unit diagonal.
       bias: `[C]` bias, or `None`.
       channels: number of channels, when creating variables.
@@ -72,13 +74,15 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
               'EmergingConv2D: channels must be a positive int, got '
               f'{channels!r}.')
         seed_a, seed_b = tfp.random.split_seed(
-            tfp.random.sanitize_seed(seed, salt='emerging'))
+            _util.stateless_seed(seed, 'emerging'))
         shape = [2, 2, channels, channels]
         kernel_a = tf.Variable(
-            tf.random.stateless_normal(shape, seed_a, _INIT_STDDEV, dtype=dtype),
+            tf.random.stateless_normal(
+                shape, seed_a, stddev=_INIT_STDDEV, dtype=dtype),
             name='kernel_a')
         kernel_b = tf.Variable(
-            tf.random.stateless_normal(shape, seed_b, _INIT_STDDEV, dtype=dtype),
+            tf.random.stateless_normal(
+                shape, seed_b, stddev=_INIT_STDDEV, dtype=dtype),
             name='kernel_b')
         log_diag = tf.Variable(tf.zeros([channels], dtype), name='log_diag')
         if use_bias:
@@ -112,12 +116,17 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
         bias=properties(event_ndims=1))
 
   def _pixel_log_det(self):
-    return None if self._log_diag is None else tf.reduce_sum(self._log_diag)
+    if self._log_diag is None:
+      return None
+    return tf.reduce_sum(_util.bounded_log_diagonal(self._log_diag))
 
   def effective_kernels(self):
     """The two `[2, 2, C, C]` kernels actually applied, in forward order."""
     ones = tf.ones([self.channels], self.dtype)
-    diagonal = ones if self._log_diag is None else tf.exp(self._log_diag)
+    if self._log_diag is None:
+      diagonal = ones
+    else:
+      diagonal = tf.exp(_util.bounded_log_diagonal(self._log_diag))
     return (triangular_conv.triangular_kernel(
         tf.convert_to_tensor(self._kernel_a), diagonal, _FIRST_CORNER),
             triangular_conv.triangular_kernel(

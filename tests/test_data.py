@@ -1,0 +1,222 @@
+"""Tests of cinc_tfp.data: offline, with TFDS mocked."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from cinc_tfp import data
+
+
+def _all(dataset):
+  """All elements of a finite dataset, stacked into one numpy array."""
+  return np.stack(list(dataset.as_numpy_iterator()))
+
+
+def _write(path, encoded):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'wb') as file:
+    file.write(encoded.numpy() if hasattr(encoded, 'numpy') else encoded)
+
+
+def _random_image(rng, shape):
+  return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def test_embedded_real_digits():
+  train = data.load_images(data.EMBEDDED, 'train', image_size=28)
+  test = data.load_images(data.EMBEDDED, 'test', image_size=28)
+  assert train.element_spec == tf.TensorSpec([28, 28, 1], tf.uint8)
+  train, test = _all(train), _all(test)
+  assert train.shape == (4500, 28, 28, 1) and test.shape == (500, 28, 28, 1)
+  assert train.min() == 0 and train.max() == 255
+  # Real digits: mostly black background, some ink, all different.
+  assert 0.05 < (train > 128).mean() < 0.5
+  assert len({image.tobytes() for image in train}) == len(train)
+  assert not {image.tobytes() for image in train} & {
+      image.tobytes() for image in test}
+  # Shuffled: the test split holds every class, not only the last one.
+  assert len({image.tobytes() for image in test}) == 500
+  assert np.array_equal(
+      _all(data.load_images(data.EMBEDDED, 'test', image_size=28)), test)
+
+
+def test_embedded_resize():
+  default = data.load_images(data.EMBEDDED, 'test')
+  assert default.element_spec.shape == [16, 16, 1]
+  small = _all(data.load_images(data.EMBEDDED, 'test', image_size=8))
+  assert small.shape == (500, 8, 8, 1) and small.dtype == np.uint8
+  assert small.max() > 200 and small.min() == 0
+  with pytest.raises(data.DataError, match='validation'):
+    data.load_images(data.EMBEDDED, 'validation')
+
+
+@pytest.mark.parametrize('name,image_size,shape', [
+    ('cifar10', None, [32, 32, 3]),
+    ('mnist', None, [28, 28, 1]),
+    ('downsampled_imagenet/32x32', None, [32, 32, 3]),
+    ('downsampled_imagenet/64x64', 20, [20, 20, 3]),
+])
+def test_tfds_mocked(name, image_size, shape):
+  with tfds.testing.mock_data(num_examples=5):
+    images = data.load_images(name, 'train', image_size=image_size)
+  assert images.element_spec == tf.TensorSpec(shape, tf.uint8)
+  assert _all(images).shape == (5, *shape)
+
+
+def test_tfds_failure_is_one_line(tmp_path):
+  with pytest.raises(data.DataError, match='cifar10') as error:
+    data.load_images('cifar10', 'train', data_dir=str(tmp_path),
+                     download=False)
+  assert '\n' not in str(error.value)
+
+
+def test_folder(tmp_path, caplog):
+  rng = np.random.default_rng(0)
+  shapes = [[12, 12, 3], [10, 14, 3], [9, 9, 1], [11, 8, 4]]
+  for index in range(11):
+    shape = shapes[index % len(shapes)]
+    image = _random_image(rng, shape)
+    if index % 3:
+      name, encoded = f'{index:02d}.png', tf.io.encode_png(image)
+    else:
+      name, encoded = f'sub/{index:02d}.JPG', tf.io.encode_jpeg(image[..., :3])
+    _write(str(tmp_path / name), encoded)
+  _write(str(tmp_path / 'bad.png'), rng.bytes(100))
+  _write(str(tmp_path / 'notes.txt'), b'not an image')
+  # A flat gray image comes back exact and as RGB.
+  _write(str(tmp_path / 'zz_gray.png'),
+         tf.io.encode_png(np.full([6, 6, 1], 77, np.uint8)))
+
+  images, n_skipped = data.load_folder(str(tmp_path), 8)
+  assert n_skipped == 1
+  assert 'Skipped 1' in caplog.text
+  assert images.shape == (12, 8, 8, 3) and images.dtype == np.uint8
+  assert np.all(images[-1] == 77)
+
+  train = data.load_images(f'folder:{tmp_path}', 'train', image_size=8)
+  test = data.load_images(f'folder:{tmp_path}', 'test', image_size=8)
+  assert test.element_spec == tf.TensorSpec([8, 8, 3], tf.uint8)
+  assert np.array_equal(_all(test), images[9:10])
+  assert np.array_equal(_all(train), np.delete(images, 9, axis=0))
+  assert data.load_images(
+      f'folder:{tmp_path}', 'train').element_spec.shape == [32, 32, 3]
+
+
+def test_small_folder_test_split_is_last_image(tmp_path):
+  rng = np.random.default_rng(1)
+  for index in range(3):
+    _write(str(tmp_path / f'{index}.png'),
+           tf.io.encode_png(_random_image(rng, [4, 4, 3])))
+  images, _ = data.load_folder(str(tmp_path), 4)
+  test = _all(data.load_images(f'folder:{tmp_path}', 'test', image_size=4))
+  assert np.array_equal(test, images[-1:])
+
+
+def test_folder_errors(tmp_path):
+  missing = str(tmp_path / 'missing')
+  with pytest.raises(data.DataError, match=re.escape(missing)):
+    data.load_images(f'folder:{missing}', 'train')
+  empty = str(tmp_path / 'empty')
+  os.mkdir(empty)
+  with pytest.raises(data.DataError, match=re.escape(empty)):
+    data.load_images(f'folder:{empty}', 'train')
+  _write(os.path.join(empty, 'bad.jpg'), b'\xff\xd8 truncated')
+  with pytest.raises(data.DataError, match=re.escape(empty)):
+    data.load_folder(empty, 8)
+  with pytest.raises(data.DataError, match='valid'):
+    data.load_images(f'folder:{empty}', 'valid')
+
+
+def test_bad_arguments():
+  with pytest.raises(data.DataError, match="'cifar10'") as error:
+    data.load_images('no_such_dataset', 'train')
+  assert 'no_such_dataset' in str(error.value)
+  assert 'embedded' in str(error.value)
+  with pytest.raises(data.DataError, match='no_such_dataset'):
+    data.default_image_size('no_such_dataset')
+  for image_size in [0, -3, 2.5, True, '16']:
+    with pytest.raises(data.DataError, match='image_size'):
+      data.load_images(data.EMBEDDED, 'train', image_size=image_size)
+  images = tf.zeros([2, 2], tf.uint8)
+  for n_bits in [0, 9, 4.0]:
+    with pytest.raises(data.DataError, match='n_bits'):
+      data.dequantize(images, n_bits)
+    with pytest.raises(data.DataError, match='n_bits'):
+      data.quantize(tf.zeros([2]), n_bits)
+  dataset = tf.data.Dataset.from_tensor_slices(tf.zeros([4, 2, 2, 1], tf.uint8))
+  for batch_size in [0, 2.0, None]:
+    with pytest.raises(data.DataError, match='batch_size'):
+      data.pipeline(dataset, batch_size)
+  with pytest.raises(data.DataError, match='n_bits'):
+    data.pipeline(dataset, 2, n_bits=12)
+
+
+@pytest.mark.parametrize('n_bits', range(1, 9))
+def test_dequantize_bins(n_bits):
+  images = tf.constant(np.tile(np.arange(256, dtype=np.uint8), 400))
+  x = data.dequantize(images, n_bits, seed=[1, 2])
+  assert x.dtype == tf.float32 and x.shape == images.shape
+  assert tf.reduce_min(x) >= -0.5 and tf.reduce_max(x) < 0.5
+  reduced = images.numpy() >> (8 - n_bits) << (8 - n_bits)
+  assert np.array_equal(data.quantize(x, n_bits).numpy(), reduced)
+  # The noise fills the bins: spread well beyond one grid point.
+  width = 2.0**-n_bits
+  offsets = (x.numpy() + 0.5) / width % 1.0
+  assert offsets.min() < 0.01 and offsets.max() > 0.99
+
+
+def test_dequantize_seeds():
+  images = tf.fill([3, 4, 4, 1], tf.constant(200, tf.uint8))
+  first = data.dequantize(images, seed=[3, 4])
+  assert np.array_equal(first, data.dequantize(images, seed=[3, 4]))
+  assert not np.array_equal(first, data.dequantize(images, seed=[3, 5]))
+  stateful = data.dequantize(images)
+  assert np.array_equal(data.quantize(stateful), images)
+
+
+def test_pipeline():
+  rng = np.random.default_rng(2)
+  images = tf.data.Dataset.from_tensor_slices(_random_image(rng, [50, 4, 4, 3]))
+  batches = data.pipeline(images, 8, n_bits=5, seed=3)
+  assert batches.element_spec == tf.TensorSpec([8, 4, 4, 3], tf.float32)
+  first = _all(batches)
+  assert first.shape == (6, 8, 4, 4, 3)
+  assert first.min() >= -0.5 and first.max() < 0.5
+  assert np.array_equal(first, _all(data.pipeline(images, 8, n_bits=5, seed=3)))
+  assert not np.array_equal(first,
+                            _all(data.pipeline(images, 8, n_bits=5, seed=4)))
+  # Unshuffled, the batches hold the images in order, reduced to 5 bits.
+  ordered = _all(data.pipeline(images, 10, n_bits=5, shuffle=False))
+  expected = _all(images) >> 3 << 3
+  assert np.array_equal(data.quantize(ordered.reshape(50, 4, 4, 3), 5),
+                        expected)
+  # Repeated: later epochs get fresh noise; a short last batch can be kept.
+  repeated = _all(data.pipeline(images, 10, shuffle=False, repeat=True).take(10))
+  assert not np.array_equal(repeated[0], repeated[5])
+  assert np.array_equal(data.quantize(repeated[0]), data.quantize(repeated[5]))
+  kept = data.pipeline(images, 8, shuffle=False, drop_remainder=False)
+  assert [len(batch) for batch in kept] == [8] * 6 + [2]
+
+
+def test_image_grid_and_png(tmp_path):
+  images = np.arange(5 * 2 * 3 * 1, dtype=np.uint8).reshape([5, 2, 3, 1]) + 1
+  grid = data.image_grid(images)
+  assert grid.shape == (4, 9, 1) and grid.dtype == np.uint8
+  assert np.array_equal(grid[2:4, 3:6], images[4])
+  assert np.all(grid[2:4, 6:9] == 0)
+  assert data.image_grid(images, rows=5).shape == (10, 3, 1)
+  with pytest.raises(data.DataError, match='rows'):
+    data.image_grid(images, rows=0)
+
+  path = str(tmp_path / 'grid.png')
+  data.write_png(path, grid)
+  assert os.listdir(tmp_path) == ['grid.png']
+  decoded = tf.io.decode_png(tf.io.read_file(path))
+  assert np.array_equal(decoded, grid)
+  color = data.image_grid(tf.ones([4, 3, 3, 3], tf.uint8) * 9)
+  data.write_png(path, color)
+  assert np.array_equal(tf.io.decode_png(tf.io.read_file(path)), color)

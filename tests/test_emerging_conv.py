@@ -1,0 +1,57 @@
+"""EmergingConv2D: exact log-det and inverse; its 3x3 receptive field."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cinc_tfp import bijectors
+from tests import bijector_checks
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+@pytest.mark.parametrize('shape', [(4, 4, 2), (3, 5, 3), (5, 4, 1)])
+def test_log_det_and_inverse_exact(shape, dtype):
+  conv = bijectors.EmergingConv2D(channels=shape[-1], seed=1, dtype=dtype)
+  bijector_checks.perturb(conv, 0.2)
+  bijector_checks.check_bijector(conv, shape, dtype)
+
+
+def test_receptive_field_is_the_full_3x3_neighbourhood():
+  conv = bijectors.EmergingConv2D(channels=1, seed=2, dtype=tf.float64)
+  bijector_checks.perturb(conv, 0.5)
+  jacobian = bijector_checks.dense_jacobian(
+      conv.forward, tf.zeros([5, 5, 1], tf.float64)).numpy()
+  centre = 2 * 5 + 2
+  reads = np.nonzero(jacobian[centre])[0]
+  assert sorted(reads) == sorted(
+      i * 5 + j for i in (1, 2, 3) for j in (1, 2, 3))
+
+
+def test_explicit_kernels_with_unit_diagonal():
+  rng = np.random.default_rng(0)
+  kernel_a, kernel_b = (tf.constant(0.2 * rng.normal(size=[2, 2, 3, 3]))
+                        for _ in range(2))
+  conv = bijectors.EmergingConv2D(kernel_a, kernel_b)
+  assert conv.forward_log_det_jacobian(tf.zeros([4, 4, 3], tf.float64)) == 0.
+  bijector_checks.check_bijector(conv, (4, 4, 3), tf.float64)
+
+
+def test_inverse_under_xla():
+  conv = bijectors.EmergingConv2D(channels=4, seed=3)
+  bijector_checks.perturb(conv, 0.2)
+  x = tf.random.stateless_normal([2, 6, 6, 4], [0, 1])
+  jitted = tf.function(conv.inverse, jit_compile=True)
+  np.testing.assert_allclose(jitted(tf.identity(conv.forward(x))), x,
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_bad_input_is_a_clear_error():
+  conv = bijectors.EmergingConv2D(channels=3, validate_args=True, seed=4)
+  with pytest.raises(ValueError, match='built for 3 channels'):
+    conv.inverse(tf.zeros([2, 4, 4, 5]))
+  with pytest.raises(ValueError, match='expected images'):
+    conv.forward(tf.zeros([3]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match='NaN or infinite'):
+    conv.inverse(tf.fill([4, 4, 3], np.inf))
+  with pytest.raises(ValueError, match=r'kernels must have shape \[2, 2, C, C\]'):
+    bijectors.EmergingConv2D(tf.zeros([3, 3, 2, 2]), tf.zeros([3, 3, 2, 2]))

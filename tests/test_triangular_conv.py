@@ -1,0 +1,106 @@
+"""Corner-padded convolutions: the characterization theorem and the solvers."""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cinc_tfp.bijectors import triangular_conv
+from tests import bijector_checks
+
+HEIGHT, WIDTH = 4, 5
+
+
+def padded_conv_matrix(kernel, corner):
+  """Dense `[HWC, HWC]` matrix of the padded convolution with `kernel`."""
+  channels = kernel.shape[-1]
+  x = tf.zeros([1, HEIGHT, WIDTH, channels], kernel.dtype)
+  return bijector_checks.dense_jacobian(
+      lambda x: triangular_conv.causal_conv2d(x, kernel, corner), x)
+
+
+def with_diagonal_tap(kernel, tap, corner):
+  a, b = triangular_conv.diagonal_tap(kernel.shape[0], corner)
+  return tf.tensor_scatter_nd_update(kernel, [[a, b]], tap[tf.newaxis])
+
+
+@pytest.mark.parametrize('corner', triangular_conv.CORNERS)
+@pytest.mark.parametrize('kernel_size', [2, 3, 5])
+def test_one_channel_invertible_iff_diagonal_tap_nonzero(corner, kernel_size):
+  rng = np.random.default_rng(0)
+  kernel = tf.constant(rng.normal(size=[kernel_size, kernel_size, 1, 1]))
+  for tap in (0.7, -1.3):
+    matrix = padded_conv_matrix(
+        with_diagonal_tap(kernel, tf.constant([[tap]], tf.float64), corner),
+        corner)
+    np.testing.assert_allclose(tf.linalg.det(matrix), tap**(HEIGHT * WIDTH),
+                               rtol=1e-9)
+  singular = padded_conv_matrix(
+      with_diagonal_tap(kernel, tf.zeros([1, 1], tf.float64), corner), corner)
+  assert np.linalg.matrix_rank(singular.numpy()) < HEIGHT * WIDTH
+  assert tf.linalg.det(singular) == 0.
+
+
+@pytest.mark.parametrize('corner', triangular_conv.CORNERS)
+def test_many_channels_invertible_iff_det_of_diagonal_tap_nonzero(corner):
+  rng = np.random.default_rng(1)
+  channels = 3
+  kernel = tf.constant(rng.normal(size=[3, 3, channels, channels]))
+  # A full (not triangular) tap with non-zero determinant: invertible, and
+  # det M = det(tap)^(HW).
+  tap = tf.constant(rng.normal(size=[channels, channels]))
+  matrix = padded_conv_matrix(with_diagonal_tap(kernel, tap, corner), corner)
+  sign, log_det = tf.linalg.slogdet(matrix)
+  tap_sign, tap_log_det = tf.linalg.slogdet(tap)
+  assert sign == tap_sign**(HEIGHT * WIDTH)
+  np.testing.assert_allclose(log_det, HEIGHT * WIDTH * tap_log_det, rtol=1e-9)
+  # A rank-deficient tap (third row = first + second): singular.
+  rows = rng.normal(size=[2, channels])
+  singular_tap = tf.constant(np.concatenate([rows, rows.sum(0, keepdims=True)]))
+  singular = padded_conv_matrix(with_diagonal_tap(kernel, singular_tap, corner),
+                                corner)
+  size = HEIGHT * WIDTH * channels
+  assert np.linalg.matrix_rank(singular.numpy()) < size
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+@pytest.mark.parametrize('kernel_size,corner', list(
+    itertools.product([2, 3, 5], triangular_conv.CORNERS)))
+def test_row_solver_matches_raster_reference(kernel_size, corner, dtype):
+  rng = np.random.default_rng(kernel_size)
+  channels = 3
+  kernel = triangular_conv.triangular_kernel(
+      tf.constant(0.2 * rng.normal(size=[kernel_size] * 2 + [channels] * 2),
+                  dtype),
+      tf.exp(tf.constant(0.3 * rng.normal(size=[channels]), dtype)), corner)
+  x = tf.constant(rng.normal(size=[2, 6, 7, channels]), dtype)
+  y = triangular_conv.causal_conv2d(x, kernel, corner)
+  fast = triangular_conv.solve_rows(y, kernel, corner)
+  reference = triangular_conv.solve_raster(y, kernel, corner)
+  tolerance = bijector_checks.TOLERANCE[dtype]
+  np.testing.assert_allclose(fast, reference, **tolerance)
+  np.testing.assert_allclose(fast, x, **tolerance)
+
+
+def test_row_solver_runs_under_xla_and_with_unknown_batch():
+  rng = np.random.default_rng(3)
+  kernel = triangular_conv.triangular_kernel(
+      tf.constant(0.2 * rng.normal(size=[3, 3, 4, 4]), tf.float32),
+      tf.ones([4]), 'bottom_right')
+  solve = tf.function(
+      lambda y: triangular_conv.solve_rows(y, kernel, 'bottom_right'),
+      jit_compile=True,
+      input_signature=[tf.TensorSpec([None, 8, 8, 4], tf.float32)])
+  x = tf.constant(rng.normal(size=[5, 8, 8, 4]), tf.float32)
+  y = triangular_conv.causal_conv2d(x, kernel, 'bottom_right')
+  np.testing.assert_allclose(solve(y), x, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+      solve(y), triangular_conv.solve_raster(y, kernel, 'bottom_right'),
+      rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_corner_is_a_clear_error():
+  with pytest.raises(ValueError, match='corner must be one of'):
+    triangular_conv.causal_conv2d(tf.zeros([1, 4, 4, 1]), tf.ones([3, 3, 1, 1]),
+                                  'middle')
