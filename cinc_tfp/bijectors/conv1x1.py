@@ -115,10 +115,10 @@ class Conv1x1(_base.PixelwiseVolumeBijector):
   def _forward(self, x):
     x = _util.assert_finite(x, self.validate_args, self.name)
     _util.check_channels(x, self._channels, self.name)
-    return tf.linalg.matvec(self.matrix(), x, transpose_a=True)
+    return tf.tensordot(x, self.matrix(), [[-1], [0]])
 
   def _inverse(self, y):
     y = _util.assert_finite(y, self.validate_args, self.name)
     _util.check_channels(y, self._channels, self.name)
     inverse = tf.linalg.lu_matrix_inverse(self._lu(), self._permutation)
-    return tf.linalg.matvec(inverse, y, transpose_a=True)
+    return tf.tensordot(y, inverse, [[-1], [0]])

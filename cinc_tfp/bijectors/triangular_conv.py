@@ -12,7 +12,7 @@ Two solvers are provided:
 * `solve_rows` works one image row at a time (`H` sequential steps). Within a
   row the map is a `(W*C) x (W*C)` banded upper-triangular matrix; the rows
   above enter through `k - 1` more banded matrices. Each step is one matmul
-  and one `triangular_solve` over the whole batch.
+  over the whole batch.
 * `solve_raster` is the plain pixel-by-pixel reference (`H*W` steps), kept for
   tests and benchmarks.
 
@@ -133,6 +133,18 @@ def row_bands(kernel, width):
 def solve_rows(y, kernel, corner='top_left'):
   """Inverts `causal_conv2d` one image row at a time (`H` steps).
 
+  With `T` the within-row matrix and `A` the matrix of the `k - 1` rows above
+  (see `row_bands`), row `i` satisfies `x_i T = y_i - [x_{i-k+1} .. x_{i-1}] A`.
+  `T` is upper triangular with the tap's diagonal on its diagonal, so `T^-1`
+  is computed once by substitution (`triangular_solve`), and then
+
+  ```none
+  x_i = y_i T^-1 - [x_{i-k+1} .. x_{i-1}] (A T^-1),
+  ```
+
+  where `y T^-1` is one matmul for all rows and each sequential step is one
+  matmul over the whole batch.
+
   Args:
     y: `[B, H, W, C]` output of `causal_conv2d(x, kernel, corner)`; `H`, `W`
       and `C` must be static.
@@ -149,22 +161,23 @@ def solve_rows(y, kernel, corner='top_left'):
   k = kernel.shape[0]
   row_size = width * channels
   bands = row_bands(kernel, width)
-  within_row = bands[k - 1]
-  rows_above = tf.reshape(bands[:k - 1], [(k - 1) * row_size, row_size])
-  # Rows as columns: [H, W*C, B], so each step is a plain matmul and solve.
-  y_rows = tf.transpose(tf.reshape(y, [-1, height, row_size]), [1, 2, 0])
+  within_row_inverse = tf.linalg.triangular_solve(
+      bands[k - 1], tf.eye(row_size, dtype=y.dtype), lower=False)
+  rows_above = tf.matmul(
+      tf.reshape(bands[:k - 1], [(k - 1) * row_size, row_size]),
+      within_row_inverse)
+  # [H, B, W*C]: each row of every image, already multiplied by T^-1.
+  y_rows = tf.einsum('bhp,pq->hbq', tf.reshape(y, [-1, height, row_size]),
+                     within_row_inverse)
   zero_row = tf.zeros_like(y_rows[0])
   x_rows = []
   for i in range(height):
-    residual = y_rows[i]
+    x_row = y_rows[i]
     if k > 1:
       above = [x_rows[r] if r >= 0 else zero_row for r in range(i - k + 1, i)]
-      residual -= tf.matmul(
-          rows_above, tf.concat(above, axis=0), transpose_a=True)
-    x_rows.append(tf.linalg.triangular_solve(
-        within_row, residual, lower=False, adjoint=True))
-  x = tf.reshape(tf.transpose(tf.stack(x_rows), [2, 0, 1]),
-                 [-1, height, width, channels])
+      x_row -= tf.matmul(tf.concat(above, axis=1), rows_above)
+    x_rows.append(x_row)
+  x = tf.reshape(tf.stack(x_rows, axis=1), [-1, height, width, channels])
   return _from_top_left(x, corner)
 
 
