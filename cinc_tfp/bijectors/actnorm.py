@@ -29,13 +29,15 @@ class ActNorm(_base.PixelwiseVolumeBijector):
   Standalone, `ActNorm(channels=C)` creates its variables and initializes
   them from the first batch passed to `forward` (or to `initialize`), so that
   this batch comes out with zero mean and unit variance per channel (Kingma &
-  Dhariwal, 2018). With explicit `log_scale` and `bias`, the owner of those
+  Dhariwal, 2018). With explicit `log_scale` and `bias` variables, passing a
+  boolean `initialized` variable does the same; without it, the owner of the
   weights initializes them (see `data_init_values`).
   """
 
   def __init__(self,
                log_scale=None,
                bias=None,
+               initialized=None,
                *,
                channels=None,
                dtype=tf.float32,
@@ -47,6 +49,9 @@ class ActNorm(_base.PixelwiseVolumeBijector):
       log_scale: `[C]` log scale; if `None`, variables are created for
         `channels` channels and initialized from the first batch.
       bias: `[C]` bias added before scaling.
+      initialized: with `log_scale` and `bias` variables, a boolean variable:
+        while it is `False`, the next forward pass initializes them from its
+        batch and sets it.
       channels: number of channels, when creating variables.
       dtype: dtype of created variables.
       validate_args: check inputs for NaN and infinite values.
@@ -54,7 +59,7 @@ class ActNorm(_base.PixelwiseVolumeBijector):
     """
     parameters = dict(locals())
     with tf.name_scope(name) as scope_name:
-      self._initialized = None
+      self._initialized = initialized
       if log_scale is None:
         if not isinstance(channels, int) or channels < 1:
           raise ValueError(
@@ -104,6 +109,10 @@ class ActNorm(_base.PixelwiseVolumeBijector):
         return self._initialized.assign(True)
 
     tf.cond(self._initialized, lambda: tf.identity(self._initialized), assign)
+
+  @property
+  def initialized(self):
+    return self._initialized
 
   def _pixel_log_det(self):
     return tf.reduce_sum(self._log_scale)

@@ -89,6 +89,22 @@ class Conv1x1(_base.PixelwiseVolumeBijector):
           dtype=dtype,
           name=scope_name)
 
+  @property
+  def lower_upper(self):
+    return self._lower_upper
+
+  @property
+  def log_scale(self):
+    return self._log_scale
+
+  @property
+  def sign(self):
+    return self._sign
+
+  @property
+  def permutation(self):
+    return self._permutation
+
   @classmethod
   def _parameter_properties(cls, dtype):
     properties = parameter_properties.ParameterProperties

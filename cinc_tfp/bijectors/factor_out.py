@@ -1,0 +1,138 @@
+"""Glow's multi-scale split: half the channels leave under a learned prior."""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from cinc_tfp.bijectors import _util
+from cinc_tfp.bijectors import fused
+
+__all__ = ['FactorOut']
+
+
+class FactorOut(tfp.bijectors.Bijector):
+  """Factors out half the channels, normalized by a conditional Gaussian prior.
+
+  For `x` of shape `[..., H, W, C]` split along channels into `x1` (kept) and
+  `x2` (factored out), with `[mu, log_sigma] = prior_network(x1)`:
+
+  ```none
+  z2 = (x2 - mu) * exp(-log_sigma)
+  z  = concat(flatten(z2), inner(x1))          # a flat [H*W*C] vector
+  log|det J| = -sum log_sigma + log|det J_inner(x1)|
+  ```
+
+  Under a standard normal `z2`, `x2 | x1 ~ N(mu, sigma^2)`: Glow's split
+  prior, written as a bijector so that the whole multi-scale flow is one
+  `tfb.Chain` into a standard normal base (and sampling at temperature `T`
+  is scaling that base by `T`). `inner` maps `[..., H, W, C/2]` to a flat
+  `[..., H*W*C/2]` vector (the rest of the flow).
+  """
+
+  def __init__(self, prior_network, inner, image_shape, validate_args=False,
+               name='factor_out'):
+    """Builds the bijector.
+
+    Args:
+      prior_network: maps `[B, H, W, C/2]` to `[B, H, W, C]` (mean, then log
+        standard deviation of `x2`).
+      inner: bijector from `[..., H, W, C/2]` images to flat vectors.
+      image_shape: static `(H, W, C)` of the input, `C` even.
+      validate_args: check inputs for NaN and infinite values.
+      name: name scope.
+    """
+    parameters = dict(locals())
+    height, width, channels = image_shape
+    if channels % 2:
+      raise ValueError(
+          f'{name}: needs an even channel count to split, got image shape '
+          f'{tuple(image_shape)}.')
+    with tf.name_scope(name) as scope_name:
+      self._prior_network = prior_network
+      self._inner = inner
+      self._image_shape = (height, width, channels)
+      super().__init__(
+          forward_min_event_ndims=3,
+          inverse_min_event_ndims=1,
+          validate_args=validate_args,
+          parameters=parameters,
+          name=scope_name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    return dict()
+
+  # The networks' weights are not parameters TFP can see, so equal-looking
+  # instances may differ: compare by identity, so that TFP's forward/inverse
+  # cache never serves a result computed with other weights.
+  def __hash__(self):
+    return id(self)
+
+  def __eq__(self, other):
+    return self is other
+
+  @property
+  def inner(self):
+    return self._inner
+
+  @property
+  def _size(self):
+    return int(np.prod(self._image_shape))
+
+  def _forward_event_shape(self, input_shape):
+    return input_shape[:-3].concatenate([self._size])
+
+  def _forward_event_shape_tensor(self, input_shape):
+    return tf.concat([input_shape[:-3], [self._size]], axis=0)
+
+  def _inverse_event_shape(self, output_shape):
+    return output_shape[:-1].concatenate(self._image_shape)
+
+  def _inverse_event_shape_tensor(self, output_shape):
+    return tf.concat([output_shape[:-1], self._image_shape], axis=0)
+
+  def _split(self, x):
+    if tuple(_util.image_shape(x, self.name)) != self._image_shape:
+      raise ValueError(
+          f'{self.name}: built for images of shape {self._image_shape}, got '
+          f'{x.shape}.')
+    images, restore = _util.as_images(
+        _util.assert_finite(x, self.validate_args, self.name))
+    kept, factored = tf.split(images, 2, axis=-1)
+    mean, log_sigma = tf.split(self._prior_network(kept), 2, axis=-1)
+    return kept, factored, mean, log_sigma, restore
+
+  def forward_and_log_det(self, x):
+    """`(z, log|det J|)`, running the prior network and `inner` once."""
+    kept, factored, mean, log_sigma, restore = self._split(x)
+    batch = tf.shape(kept)[0]
+    z_factored = tf.reshape((factored - mean) * tf.exp(-log_sigma), [batch, -1])
+    z_inner, inner_log_det = fused.forward_and_log_det(self._inner, kept)
+    z = tf.concat([z_factored, z_inner], axis=-1)
+    batch_shape = tf.shape(x)[:-3]
+    log_det = inner_log_det - tf.reduce_sum(log_sigma, axis=[1, 2, 3])
+    z = tf.reshape(z, tf.concat([batch_shape, [self._size]], axis=0))
+    return z, tf.reshape(log_det, batch_shape)
+
+  def _forward(self, x):
+    return self.forward_and_log_det(x)[0]
+
+  def _forward_log_det_jacobian(self, x):
+    return self.forward_and_log_det(x)[1]
+
+  def _inverse(self, z):
+    z = _util.assert_finite(z, self.validate_args, self.name)
+    height, width, channels = self._image_shape
+    factored_size = self._size // 2
+    if z.shape[-1] != self._size:
+      raise ValueError(
+          f'{self.name}: expected latent vectors of size {self._size}, got '
+          f'shape {z.shape}.')
+    batch_shape = tf.shape(z)[:-1]
+    z = tf.reshape(z, [-1, self._size])
+    kept = self._inner.inverse(z[:, factored_size:])
+    mean, log_sigma = tf.split(self._prior_network(kept), 2, axis=-1)
+    factored = tf.reshape(z[:, :factored_size],
+                          [-1, height, width, channels // 2])
+    x = tf.concat([kept, factored * tf.exp(log_sigma) + mean], axis=-1)
+    return tf.reshape(x, tf.concat([batch_shape, self._image_shape], axis=0))

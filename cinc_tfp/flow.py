@@ -1,0 +1,298 @@
+"""CIncFlow: Glow's multi-scale flow with CInC convolutions, as a Keras 3 model."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from cinc_tfp import bijectors
+from cinc_tfp import layers
+from cinc_tfp.bijectors import fused
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+__all__ = ['CIncFlow']
+
+CORNER_CYCLE = 'cycle'
+
+
+def _positive_int(value, name):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f'CIncFlow: {name} must be a positive int, got {value!r}.')
+  return int(value)
+
+
+class CIncFlow(keras.Model):
+  """A normalizing flow for images, trained by maximum likelihood with `fit`.
+
+  Data to latent: `levels` times [squeeze, then `depth` steps of (ActNorm,
+  invertible convolution, coupling)], with half the channels factored out
+  under a learned conditional Gaussian after every level but the last, and a
+  learned per-channel Gaussian at the top. The latent is a flat vector of
+  `H*W*C` standard normals. `conv` picks the convolution ('cinc', 'emerging'
+  or Glow's '1x1') and `coupling` the coupling ('quad' or 'affine'): Glow is
+  `conv='1x1', coupling='affine'`.
+
+  Inputs are dequantized images in `[-0.5, 0.5)` (see `cinc_tfp.data`), of
+  shape `[B, H, W, C]`. `fit` minimizes bits per dimension of the discrete
+  data, `-log p(x) / (H W C ln 2) + n_bits`, on training and validation data.
+  """
+
+  def __init__(self,
+               image_shape,
+               levels=3,
+               depth=8,
+               width=128,
+               conv='cinc',
+               coupling='quad',
+               kernel_size=3,
+               scale='sigmoid',
+               corner=CORNER_CYCLE,
+               n_bits=8,
+               seed=0,
+               **kwargs):
+    """Builds the flow.
+
+    Args:
+      image_shape: `(H, W, C)`; `H` and `W` divisible by `2**levels`.
+      levels: number of levels `L` (squeezes).
+      depth: flow steps `D` per level.
+      width: hidden channels of the coupling networks.
+      conv: 'cinc', 'emerging' or '1x1'.
+      coupling: 'quad' or 'affine'.
+      kernel_size: odd kernel size of the CInC convolutions.
+      scale: coupling scale, 'sigmoid' (`sigmoid(h + 2)`) or 'exp'.
+      corner: padded corner of every CInC convolution, or 'cycle' to take
+        the four corners in turn from step to step, so that stacked layers see
+        all around a pixel.
+      n_bits: bit depth of the data (8, or fewer as in Glow's 5-bit runs).
+      seed: seed of the initial weights.
+      **kwargs: passed to `keras.Model` (e.g. `name`, `dtype`).
+    """
+    super().__init__(**kwargs)
+    image_shape = tuple(image_shape)
+    if len(image_shape) != 3:
+      raise ValueError(
+          f'CIncFlow: image_shape must be (H, W, C), got {image_shape!r}.')
+    for size, name in zip(image_shape, ('image height', 'image width',
+                                        'image channels')):
+      _positive_int(size, name)
+    levels = _positive_int(levels, 'levels')
+    depth = _positive_int(depth, 'depth')
+    width = _positive_int(width, 'width')
+    kernel_size = _positive_int(kernel_size, 'kernel_size')
+    if kernel_size % 2 == 0:
+      raise ValueError(
+          f'CIncFlow: kernel_size must be odd, got {kernel_size}.')
+    if not 1 <= n_bits <= 8:
+      raise ValueError(f'CIncFlow: n_bits must be in 1..8, got {n_bits!r}.')
+    if corner != CORNER_CYCLE and corner not in bijectors.CORNERS:
+      raise ValueError(
+          f'CIncFlow: corner must be {CORNER_CYCLE!r} or one of '
+          f'{bijectors.CORNERS}, got {corner!r}.')
+    height, width_px, channels = image_shape
+    if height % 2**levels or width_px % 2**levels:
+      raise ValueError(
+          f'CIncFlow: image height and width must be divisible by 2**levels = '
+          f'{2**levels} to squeeze {levels} times, got image_shape '
+          f'{image_shape}.')
+    self.image_shape = image_shape
+    self.levels = levels
+    self.depth = depth
+    self.width = width
+    self.conv = conv
+    self.coupling = coupling
+    self.kernel_size = kernel_size
+    self.scale = scale
+    self.corner = corner
+    self.n_bits = n_bits
+    self.seed = seed
+    self.num_dims = height * width_px * channels
+
+    self.actnorms, self.convs, self.couplings, self.priors = [], [], [], []
+    self.level_shapes = []
+    for level in range(levels):
+      height, width_px, channels = height // 2, width_px // 2, channels * 4
+      shape = (height, width_px, channels)
+      self.level_shapes.append(shape)
+      for step in range(depth):
+        prefix = f'level{level}_step{step}'
+        step_corner = (bijectors.CORNERS[step % 4]
+                       if corner == CORNER_CYCLE else corner)
+        self.actnorms.append(layers.ActNormLayer(
+            channels, dtype=self.dtype_policy, name=f'{prefix}_actnorm'))
+        self.convs.append(layers.InvertibleConvLayer(
+            conv, channels, kernel_size, step_corner,
+            seed=seed * 10007 + level * 1009 + step,
+            dtype=self.dtype_policy, name=f'{prefix}_{conv}'))
+        self.couplings.append(layers.CouplingLayer(
+            coupling, shape, width, scale, dtype=self.dtype_policy,
+            name=f'{prefix}_{coupling}'))
+      if level < levels - 1:
+        self.priors.append(layers.PriorLayer(
+            shape, dtype=self.dtype_policy, name=f'level{level}_prior'))
+        channels //= 2
+    self.top_shape = (height, width_px, channels)
+    self.top_prior = layers.ActNormLayer(
+        channels, data_init=False, dtype=self.dtype_policy, name='top_prior')
+    self.bits_per_dim_tracker = keras.metrics.Mean(name='bits_per_dim')
+    self.build()
+
+  def build(self, input_shape=None):
+    # Every weight is created in __init__, with shapes fixed by image_shape:
+    # nothing is left to infer from the data.
+    del input_shape
+    self.built = True
+
+  def get_config(self):
+    return dict(
+        image_shape=self.image_shape, levels=self.levels, depth=self.depth,
+        width=self.width, conv=self.conv, coupling=self.coupling,
+        kernel_size=self.kernel_size, scale=self.scale, corner=self.corner,
+        n_bits=self.n_bits, seed=self.seed, name=self.name)
+
+  # The flow as TFP objects.
+
+  def bijector(self, data_init=False):
+    """The data-to-latent bijector: images `[..., H, W, C]` to `[..., H*W*C]`.
+
+    A `tfb.Chain` of this package's bijectors, built from the current
+    weights. With `data_init`, its ActNorms initialize themselves from the
+    first batch they transform (see `initialize`).
+    """
+    height, width, channels = self.top_shape
+    inner = tfb.Chain([
+        tfb.Reshape([height * width * channels],
+                    event_shape_in=[height, width, channels]),
+        self.top_prior.bijector()
+    ], name='top')
+    for level in reversed(range(self.levels)):
+      steps = [bijectors.Squeeze()]
+      for index in range(level * self.depth, (level + 1) * self.depth):
+        steps += [self.actnorms[index].bijector(data_init),
+                  self.convs[index].bijector(),
+                  self.couplings[index].bijector()]
+      if level < self.levels - 1:
+        steps.append(self.priors[level].bijector(inner))
+      else:
+        steps.append(inner)
+      inner = tfb.Chain(list(reversed(steps)), name=f'level{level}')
+    return inner
+
+  def distribution(self):
+    """`tfd.TransformedDistribution` of the images under the current weights."""
+    base = tfd.Sample(
+        tfd.Normal(tf.constant(0., self.compute_dtype), 1.), [self.num_dims])
+    return tfd.TransformedDistribution(base, tfb.Invert(self.bijector()))
+
+  # Likelihood.
+
+  def _check_images(self, x):
+    x = tf.convert_to_tensor(x)
+    if x.dtype.is_integer:
+      raise ValueError(
+          f'CIncFlow: expected dequantized float images in [-0.5, 0.5), got '
+          f'{x.dtype.name} data; use cinc_tfp.data.dequantize or '
+          f'cinc_tfp.data.pipeline.')
+    if x.shape.rank != 4 or tuple(x.shape[1:]) != self.image_shape:
+      raise ValueError(
+          f'CIncFlow: expected a batch of images of shape [B, '
+          f'{", ".join(map(str, self.image_shape))}], got {x.shape}.')
+    return tf.cast(x, self.compute_dtype)
+
+  def encode_with_log_det(self, x):
+    """`(z, log|det dz/dx|)` for a batch of images, in one sweep."""
+    return fused.forward_and_log_det(self.bijector(), self._check_images(x))
+
+  def log_prob(self, x):
+    """Log-density of dequantized images `x` (`[B, H, W, C]`), in nats."""
+    z, log_det = self.encode_with_log_det(x)
+    base = -0.5 * tf.reduce_sum(z**2, axis=-1) - 0.5 * self.num_dims * math.log(
+        2. * math.pi)
+    return base + log_det
+
+  def bits_per_dim(self, x):
+    """Bits per dimension of the discrete images that `x` dequantizes."""
+    return (-self.log_prob(x) / (self.num_dims * math.log(2.)) + self.n_bits)
+
+  # Exact encoding, decoding and sampling.
+
+  def encode(self, x):
+    """Latent vectors `[B, H*W*C]` of images `x`."""
+    return self.bijector().forward(self._check_images(x))
+
+  def decode(self, z):
+    """Images of latent vectors `z` (`[B, H*W*C]`): the exact inverse."""
+    z = tf.cast(z, self.compute_dtype)
+    if z.shape.rank != 2 or z.shape[-1] != self.num_dims:
+      raise ValueError(
+          f'CIncFlow: expected latent vectors of shape [B, {self.num_dims}], '
+          f'got {z.shape}.')
+    return self.bijector().inverse(z)
+
+  def sample(self, n, temperature=1.0, seed=None):
+    """`n` images; the base normal is scaled by `temperature` (Glow).
+
+    `seed` is an int or a `[2]` int tensor: the same seed gives the same
+    images. `None` draws a fresh seed.
+    """
+    if seed is None:
+      seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    elif isinstance(seed, int):
+      seed = tf.constant([seed, 0], tf.int32)
+    z = tf.random.stateless_normal(tf.stack([n, self.num_dims]), seed,
+                                   dtype=self.compute_dtype)
+    return self.decode(z * tf.cast(temperature, self.compute_dtype))
+
+  # Training.
+
+  @property
+  def is_initialized(self):
+    return bool(self.actnorms[0].initialized.numpy())
+
+  def initialize(self, x):
+    """Data-dependent ActNorm initialization from the batch `x`, once.
+
+    Every ActNorm is set so that its input from `x` comes out with zero mean
+    and unit variance per channel. Called by `fit` with the first batch when
+    the model is not initialized yet (a restored model is).
+    """
+    if not self.is_initialized:
+      fused.forward_and_log_det(self.bijector(data_init=True),
+                                self._check_images(x))
+
+  def fit(self, x=None, *args, **kwargs):  # pylint: disable=keyword-arg-before-vararg
+    if x is not None and not self.is_initialized:
+      self.initialize(_first_batch(x, kwargs.get('batch_size')))
+    return super().fit(x, *args, **kwargs)
+
+  @property
+  def metrics(self):
+    return [self.bits_per_dim_tracker]
+
+  def train_step(self, data):
+    x = data[0] if isinstance(data, (tuple, list)) else data
+    with tf.GradientTape() as tape:
+      bits = tf.reduce_mean(self.bits_per_dim(x))
+      # Keras sums gradients over replicas: scale each replica's share.
+      loss = bits / tf.distribute.get_strategy().num_replicas_in_sync
+    gradients = tape.gradient(loss, self.trainable_variables)
+    self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+    self.bits_per_dim_tracker.update_state(bits)
+    return {'bits_per_dim': self.bits_per_dim_tracker.result()}
+
+  def test_step(self, data):
+    x = data[0] if isinstance(data, (tuple, list)) else data
+    self.bits_per_dim_tracker.update_state(tf.reduce_mean(self.bits_per_dim(x)))
+    return {'bits_per_dim': self.bits_per_dim_tracker.result()}
+
+
+def _first_batch(x, batch_size):
+  """The first batch `fit` will see, for data-dependent initialization."""
+  if isinstance(x, tf.data.Dataset):
+    batch = next(iter(x))
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+  return x[:batch_size or 32]

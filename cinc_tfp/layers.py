@@ -1,0 +1,162 @@
+"""Keras 3 layers that own the weights of the bijectors of a flow.
+
+Keras 3 only trains weights it tracks, and a TFP bijector built once from a
+Keras variable would freeze it. So each layer here holds its weights (created
+with `add_weight`) and builds its bijector afresh on demand from the
+underlying `tf.Variable`s: a cheap Python object, rebuilt at every call.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cinc_tfp import bijectors
+from cinc_tfp import nets
+
+CONVS = ('cinc', 'emerging', '1x1')
+COUPLINGS = ('quad', 'affine')
+
+_KERNEL_STDDEV = 0.05
+
+
+def _value(weight):
+  """A fresh read of a Keras weight: gradients flow to the variable, and TFP's
+  cache (keyed on parameters) never mixes up values from before and after an
+  update."""
+  return tf.convert_to_tensor(weight.value)
+
+
+class ActNormLayer(keras.layers.Layer):
+  """Weights of an `ActNorm` (data-initialized) or of a learned Gaussian
+  prior with per-channel mean and scale (`data_init=False`, zero start)."""
+
+  def __init__(self, channels, data_init=True, **kwargs):
+    super().__init__(**kwargs)
+    self.channels = channels
+    self.data_init = data_init
+    self.log_scale = self.add_weight(
+        shape=(channels,), initializer='zeros', name='log_scale')
+    self.bias = self.add_weight(
+        shape=(channels,), initializer='zeros', name='bias')
+    if data_init:
+      self.initialized = self.add_weight(
+          shape=(), initializer='zeros', dtype='bool', trainable=False,
+          name='initialized')
+    self.built = True  # every weight exists, with its final shape
+
+  def bijector(self, data_init=False):
+    """The `ActNorm`; with `data_init`, it initializes its weights from the
+    first batch it transforms (once: the flag is saved with the weights)."""
+    if data_init and self.data_init:
+      return bijectors.ActNorm(self.log_scale.value, self.bias.value,
+                               initialized=self.initialized.value)
+    return bijectors.ActNorm(_value(self.log_scale), _value(self.bias))
+
+
+class InvertibleConvLayer(keras.layers.Layer):
+  """Weights of a `CIncConv2D`, `EmergingConv2D` or `Conv1x1`."""
+
+  def __init__(self, kind, channels, kernel_size=3, corner='top_left', seed=0,
+               **kwargs):
+    super().__init__(**kwargs)
+    if kind not in CONVS:
+      raise ValueError(f'conv must be one of {CONVS}, got {kind!r}.')
+    self.kind = kind
+    self.channels = channels
+    self.kernel_size = kernel_size
+    self.corner = corner
+    normal = lambda salt: keras.initializers.RandomNormal(  # pylint: disable=g-long-lambda
+        stddev=_KERNEL_STDDEV, seed=seed * 7 + salt)
+    zeros = 'zeros'
+    c = channels
+    if kind == 'cinc':
+      self.kernel = self.add_weight(
+          shape=(kernel_size, kernel_size, c, c), initializer=normal(0),
+          name='kernel')
+    elif kind == 'emerging':
+      self.kernel_a = self.add_weight(shape=(2, 2, c, c),
+                                      initializer=normal(1), name='kernel_a')
+      self.kernel_b = self.add_weight(shape=(2, 2, c, c),
+                                      initializer=normal(2), name='kernel_b')
+    if kind in ('cinc', 'emerging'):
+      self.log_diag = self.add_weight(shape=(c,), initializer=zeros,
+                                      name='log_diag')
+      self.bias = self.add_weight(shape=(c,), initializer=zeros, name='bias')
+    else:
+      # Glow's start: the LU factors of a random rotation.
+      init = bijectors.Conv1x1(channels=c, seed=seed, dtype='float64')
+      const = lambda value: keras.initializers.Constant(np.asarray(value))  # pylint: disable=g-long-lambda
+      self.lower_upper = self.add_weight(
+          shape=(c, c), initializer=const(init.lower_upper),
+          name='lower_upper')
+      self.log_scale = self.add_weight(
+          shape=(c,), initializer=const(init.log_scale),
+          name='log_scale')
+      # Fixed, but saved with the model so that it is restored exactly.
+      self.sign = self.add_weight(
+          shape=(c,), initializer=const(init.sign),
+          trainable=False, name='sign')
+      self.permutation = self.add_weight(
+          shape=(c,), dtype='int32',
+          initializer=const(init.permutation),
+          trainable=False, name='permutation')
+    self.built = True  # every weight exists, with its final shape
+
+  def bijector(self):
+    if self.kind == 'cinc':
+      return bijectors.CIncConv2D(
+          _value(self.kernel), _value(self.log_diag), _value(self.bias),
+          corner=self.corner)
+    if self.kind == 'emerging':
+      return bijectors.EmergingConv2D(
+          _value(self.kernel_a), _value(self.kernel_b), _value(self.log_diag),
+          _value(self.bias))
+    return bijectors.Conv1x1(
+        _value(self.lower_upper), _value(self.log_scale), _value(self.sign),
+        _value(self.permutation))
+
+
+class CouplingLayer(keras.layers.Layer):
+  """Networks of a `QuadCoupling` or an `AffineCoupling`."""
+
+  def __init__(self, kind, image_shape, width, scale='sigmoid', **kwargs):
+    super().__init__(**kwargs)
+    if kind not in COUPLINGS:
+      raise ValueError(f'coupling must be one of {COUPLINGS}, got {kind!r}.')
+    height, width_px, channels = image_shape
+    blocks = 4 if kind == 'quad' else 2
+    if channels % blocks:
+      raise ValueError(
+          f'{kind} coupling splits channels into {blocks} equal blocks: got '
+          f'{channels} channels.')
+    self.kind = kind
+    self.scale = scale
+    block = channels // blocks
+    self.networks = []
+    for i in range(1, blocks):
+      network = nets.CouplingNetwork(2 * block, width, dtype=self.dtype_policy,
+                                     name=f'network_{i}')
+      network.build((None, height, width_px, i * block))
+      self.networks.append(network)
+    self.built = True  # every weight exists, with its final shape
+
+  def bijector(self):
+    if self.kind == 'quad':
+      return bijectors.QuadCoupling(self.networks, scale=self.scale)
+    return bijectors.AffineCoupling(self.networks[0], scale=self.scale)
+
+
+class PriorLayer(keras.layers.Layer):
+  """The network of a `FactorOut`'s conditional Gaussian prior."""
+
+  def __init__(self, image_shape, **kwargs):
+    super().__init__(**kwargs)
+    height, width, channels = image_shape
+    self.image_shape = tuple(image_shape)
+    self.network = nets.ZeroConv2D(channels, dtype=self.dtype_policy,
+                                   name='prior')
+    self.network.build((None, height, width, channels // 2))
+    self.built = True  # every weight exists, with its final shape
+
+  def bijector(self, inner):
+    return bijectors.FactorOut(self.network, inner, self.image_shape)
