@@ -1,0 +1,61 @@
+"""FactorOut: Glow's split prior as an exact bijector to a flat latent."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from cinc_tfp import bijectors
+from cinc_tfp import nets
+from tests import bijector_checks
+from tests import coupling_checks
+
+tfb = tfp.bijectors
+
+
+def factor_out(shape, dtype, seed=0):
+  height, width, channels = shape
+  half = channels // 2
+  inner = tfb.Chain([
+      tfb.Reshape([height * width * half], event_shape_in=[height, width, half]),
+      bijectors.AffineCoupling(
+          coupling_checks.random_network(half, half // 2, dtype.name, seed + 1))
+  ])
+  return bijectors.FactorOut(
+      coupling_checks.random_network(channels, half, dtype.name, seed), inner,
+      shape)
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+@pytest.mark.parametrize('shape', [(2, 2, 4), (3, 2, 8)])
+def test_log_det_and_inverse_exact(shape, dtype):
+  bijector_checks.check_bijector(factor_out(shape, dtype), shape, dtype)
+
+
+def test_is_the_conditional_gaussian_prior():
+  shape = (2, 3, 4)
+  bijector = factor_out(shape, tf.float64)
+  x = tf.random.stateless_normal((2,) + shape, [0, 1], dtype=tf.float64)
+  z, log_det = bijector.forward_and_log_det(x)
+  # The factored-out half is normalized by the prior network of the kept half.
+  mean, log_sigma = tf.split(bijector.parameters['prior_network'](x[..., :2]),
+                             2, axis=-1)
+  np.testing.assert_allclose(
+      z[:, :12], tf.reshape((x[..., 2:] - mean) / tf.exp(log_sigma), [2, -1]))
+  inner_z, inner_log_det = bijectors.forward_and_log_det(bijector.inner,
+                                                         x[..., :2])
+  np.testing.assert_allclose(z[:, 12:], inner_z)
+  np.testing.assert_allclose(
+      log_det, inner_log_det - tf.reduce_sum(log_sigma, [1, 2, 3]))
+  assert bijector.forward_event_shape([2, 3, 4]) == [24]
+  assert bijector.inverse_event_shape([24]) == [2, 3, 4]
+
+
+def test_bad_input_is_a_clear_error():
+  with pytest.raises(ValueError, match='needs an even channel count'):
+    bijectors.FactorOut(nets.ZeroConv2D(3), tfb.Identity(), (2, 2, 3))
+  bijector = factor_out((2, 2, 4), tf.float32)
+  with pytest.raises(ValueError, match=r'built for images of shape \(2, 2, 4\)'):
+    bijector.forward(tf.zeros([4, 4, 4]))
+  with pytest.raises(ValueError, match='expected latent vectors of size 16'):
+    bijector.inverse(tf.zeros([3, 15]))
