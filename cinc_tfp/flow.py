@@ -122,15 +122,15 @@ class CIncFlow(keras.Model):
         prefix = f'level{level}_step{step}'
         step_corner = (bijectors.CORNERS[step % 4]
                        if corner == CORNER_CYCLE else corner)
+        step_seed = seed * 10007 + level * 1009 + step
         self.actnorms.append(layers.ActNormLayer(
             channels, dtype=self.dtype_policy, name=f'{prefix}_actnorm'))
         self.convs.append(layers.InvertibleConvLayer(
             conv, channels, kernel_size, step_corner,
-            seed=seed * 10007 + level * 1009 + step,
-            dtype=self.dtype_policy, name=f'{prefix}_{conv}'))
+            seed=step_seed, dtype=self.dtype_policy, name=f'{prefix}_{conv}'))
         self.couplings.append(layers.CouplingLayer(
-            coupling, shape, width, scale, dtype=self.dtype_policy,
-            name=f'{prefix}_{coupling}'))
+            coupling, shape, width, scale, seed=step_seed,
+            dtype=self.dtype_policy, name=f'{prefix}_{coupling}'))
       if level < levels - 1:
         self.priors.append(layers.PriorLayer(
             shape, dtype=self.dtype_policy, name=f'level{level}_prior'))

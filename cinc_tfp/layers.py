@@ -119,7 +119,8 @@ class InvertibleConvLayer(keras.layers.Layer):
 class CouplingLayer(keras.layers.Layer):
   """Networks of a `QuadCoupling` or an `AffineCoupling`."""
 
-  def __init__(self, kind, image_shape, width, scale='sigmoid', **kwargs):
+  def __init__(self, kind, image_shape, width, scale='sigmoid', seed=0,
+               **kwargs):
     super().__init__(**kwargs)
     if kind not in COUPLINGS:
       raise ValueError(f'coupling must be one of {COUPLINGS}, got {kind!r}.')
@@ -134,8 +135,9 @@ class CouplingLayer(keras.layers.Layer):
     block = channels // blocks
     self.networks = []
     for i in range(1, blocks):
-      network = nets.CouplingNetwork(2 * block, width, dtype=self.dtype_policy,
-                                     name=f'network_{i}')
+      network = nets.CouplingNetwork(
+          2 * block, width, seed=seed * 3 + i, dtype=self.dtype_policy,
+          name=f'network_{i}')
       network.build((None, height, width_px, i * block))
       self.networks.append(network)
     self.built = True  # every weight exists, with its final shape

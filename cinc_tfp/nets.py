@@ -16,18 +16,24 @@ class CouplingNetwork(keras.layers.Layer):
   """Glow's coupling network: 3x3 conv, ReLU, 1x1 conv, ReLU, zero 3x3 conv.
 
   Maps `[B, H, W, C_in]` to `[B, H, W, out_channels]`; it starts at zero, so
-  a coupling layer using it starts as (a scaled) identity.
+  a coupling layer using it starts as (a scaled) identity. `seed` fixes the
+  initial weights of the hidden layers.
   """
 
-  def __init__(self, out_channels, width, **kwargs):
+  def __init__(self, out_channels, width, seed=None, **kwargs):
     super().__init__(**kwargs)
     self.out_channels = out_channels
     self.width = width
+    self.seed = seed
+    glorot = lambda salt: keras.initializers.GlorotUniform(  # pylint: disable=g-long-lambda
+        seed=None if seed is None else 2 * seed + salt)
     self.hidden_in = keras.layers.Conv2D(
-        width, 3, padding='same', activation='relu', dtype=self.dtype_policy,
+        width, 3, padding='same', activation='relu',
+        kernel_initializer=glorot(0), dtype=self.dtype_policy,
         name='hidden_3x3')
     self.hidden_mid = keras.layers.Conv2D(
-        width, 1, activation='relu', dtype=self.dtype_policy, name='hidden_1x1')
+        width, 1, activation='relu', kernel_initializer=glorot(1),
+        dtype=self.dtype_policy, name='hidden_1x1')
     self.out = ZeroConv2D(out_channels, name='zero_3x3', dtype=self.dtype_policy)
 
   def build(self, input_shape):
@@ -44,4 +50,4 @@ class CouplingNetwork(keras.layers.Layer):
 
   def get_config(self):
     return dict(super().get_config(), out_channels=self.out_channels,
-                width=self.width)
+                width=self.width, seed=self.seed)

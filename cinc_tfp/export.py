@@ -1,0 +1,175 @@
+"""SavedModel export of a `CIncFlow` that serves with plain TensorFlow.
+
+`save(model, path)` writes a SavedModel whose functions need neither
+`cinc_tfp`, TFP nor Keras to load and run: `tf.saved_model.load(path)` in a
+process that imports only TensorFlow. Each function is both a named signature
+(`loaded.signatures['log_prob']`, for TF Serving) and a method of the loaded
+object (`loaded.log_prob(images)`), and returns a dict:
+
+- `log_prob(images)`: `{'log_prob': [B]}`, in nats, of float32 dequantized
+  images `[B, H, W, C]` in `[-0.5, 0.5)`.
+- `bits_per_dim(images)`: `{'bits_per_dim': [B]}`.
+- `encode(images)`: `{'latents': [B, H*W*C]}`.
+- `decode(latents)`: `{'images': [B, H, W, C]}`.
+- `sample(n, temperature, seed)`: int32 scalar, float32 scalar and int32
+  `[2]` stateless seed (the same seed gives the same images) to
+  `{'images': [n, H, W, C], 'images_uint8': [n, H, W, C]}`, the latter
+  quantized to uint8 on the 0..255 scale.
+
+The loaded object also holds `config_json` (a string variable: json of
+`model.get_config()`), `image_shape` (int32 `[3]`) and `n_bits` (int32).
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from cinc_tfp import data
+from cinc_tfp import flow
+
+__all__ = ['ExportError', 'SIGNATURES', 'load', 'save']
+
+SIGNATURES = ('log_prob', 'bits_per_dim', 'encode', 'decode', 'sample')
+_SAVED_MODEL_FILES = ('saved_model.pb', 'saved_model.pbtxt')
+
+
+class ExportError(ValueError):
+  """A path that holds no loadable SavedModel, or that `save` won't replace."""
+
+
+class _Serving(tf.Module):
+  """The served functions of a `CIncFlow`, with fixed input signatures.
+
+  The functions call the model's methods, which build its bijector afresh
+  inside each traced function: TFP's cache never holds a tensor of another
+  graph. The module tracks the model's weights but not the model itself, so
+  the SavedModel holds no optimizer or metric state.
+  """
+
+  def __init__(self, model):
+    super().__init__(name='cinc_flow')
+    self._weights = list(model.weights)
+    self.config_json = tf.Variable(
+        json.dumps(model.get_config(), sort_keys=True), trainable=False,
+        name='config_json')
+    self.image_shape = tf.Variable(
+        model.image_shape, dtype=tf.int32, trainable=False, name='image_shape')
+    self.n_bits = tf.Variable(
+        model.n_bits, dtype=tf.int32, trainable=False, name='n_bits')
+
+    def log_prob(images):
+      return {'log_prob': _float32(model.log_prob(images))}
+
+    def bits_per_dim(images):
+      return {'bits_per_dim': _float32(model.bits_per_dim(images))}
+
+    def encode(images):
+      return {'latents': _float32(model.encode(images))}
+
+    def decode(latents):
+      return {'images': _float32(model.decode(latents))}
+
+    def sample(n, temperature, seed):
+      images = _float32(model.sample(n, temperature, seed))
+      return {'images': images,
+              'images_uint8': data.quantize(images, model.n_bits)}
+
+    images = tf.TensorSpec([None, *model.image_shape], tf.float32, 'images')
+    self.log_prob = tf.function(log_prob, input_signature=[images])
+    self.bits_per_dim = tf.function(bits_per_dim, input_signature=[images])
+    self.encode = tf.function(encode, input_signature=[images])
+    self.decode = tf.function(decode, input_signature=[
+        tf.TensorSpec([None, model.num_dims], tf.float32, 'latents')])
+    self.sample = tf.function(sample, input_signature=[
+        tf.TensorSpec([], tf.int32, 'n'),
+        tf.TensorSpec([], tf.float32, 'temperature'),
+        tf.TensorSpec([2], tf.int32, 'seed'),
+    ])
+
+
+def _float32(x):
+  return tf.cast(x, tf.float32)
+
+
+def _is_saved_model(path):
+  return any(os.path.isfile(os.path.join(path, name))
+             for name in _SAVED_MODEL_FILES)
+
+
+def save(model, path):
+  """Writes a SavedModel of a CIncFlow that serves with plain TensorFlow.
+
+  The SavedModel is written to a temporary sibling directory and moved to
+  `path` only once complete, so a failed save leaves `path` as it was. An
+  existing SavedModel (or empty directory) at `path` is replaced.
+
+  Args:
+    model: a `cinc_tfp.CIncFlow`.
+    path: a local directory.
+
+  Raises:
+    ExportError: `path` exists and is neither a SavedModel nor an empty
+      directory.
+  """
+  if not isinstance(model, flow.CIncFlow):
+    raise TypeError(
+        f'export.save expects a cinc_tfp.CIncFlow, got {type(model).__name__}.')
+  path = os.path.abspath(os.fspath(path))
+  if os.path.lexists(path) and not (
+      os.path.isdir(path) and (_is_saved_model(path) or not os.listdir(path))):
+    raise ExportError(
+        f'Refusing to replace {path!r}: it exists and is neither a SavedModel '
+        f'nor an empty directory.')
+  parent, name = os.path.split(path)
+  os.makedirs(parent, exist_ok=True)
+  module = _Serving(model)
+  temp = tempfile.mkdtemp(prefix=f'.{name}.saving-', dir=parent)
+  try:
+    tf.saved_model.save(
+        module, temp,
+        signatures={name: getattr(module, name) for name in SIGNATURES})
+    _replace(temp, path)
+  finally:
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _replace(source, path):
+  """Moves directory `source` to `path`, replacing what `path` holds."""
+  if not os.path.lexists(path):
+    os.replace(source, path)
+    return
+  aside = tempfile.mkdtemp(
+      prefix=f'.{os.path.basename(path)}.old-', dir=os.path.dirname(path))
+  old = os.path.join(aside, 'old')
+  os.replace(path, old)
+  try:
+    os.replace(source, path)
+  except BaseException:
+    os.replace(old, path)
+    os.rmdir(aside)
+    raise
+  shutil.rmtree(aside, ignore_errors=True)
+
+
+def load(path):
+  """`tf.saved_model.load(path)`, with an `ExportError` if it can't load.
+
+  Raises:
+    ExportError: (one line, naming `path`) `path` is missing or holds no
+      loadable SavedModel, or one without this module's signatures.
+  """
+  try:
+    loaded = tf.saved_model.load(os.fspath(path))
+  except (OSError, ValueError, tf.errors.OpError) as error:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    raise ExportError(
+        f'Cannot load a SavedModel from {path!r}: {reason}') from error
+  missing = [name for name in SIGNATURES if name not in loaded.signatures]
+  if missing:
+    raise ExportError(
+        f'The SavedModel at {path!r} is not a CIncFlow export: it lacks the '
+        f'signatures {missing}.')
+  return loaded
