@@ -3,12 +3,14 @@
 * `cinc_tfp.bijectors`: the invertible layers as TFP bijectors.
 * `cinc_tfp.CIncFlow`: the multi-scale flow as a Keras model.
 * `cinc_tfp.data`: dataset pipelines and dequantization.
+* `cinc_tfp.export`: SavedModels that serve with plain TensorFlow.
 """
 
 from cinc_tfp import bijectors
 from cinc_tfp import data
+from cinc_tfp import export
 from cinc_tfp import nets
 from cinc_tfp.flow import CIncFlow
 
-__all__ = ['CIncFlow', 'bijectors', 'data', 'nets']
+__all__ = ['CIncFlow', 'bijectors', 'data', 'export', 'nets']
 __version__ = '0.1.0'
