@@ -1,4 +1,4 @@
-"""Base class of the bijectors whose log-determinant is the same at every pixel."""
+"""Base classes: constant-log-det image bijectors, and network-driven ones."""
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -38,3 +38,24 @@ class PixelwiseVolumeBijector(tfp.bijectors.Bijector):
 
   def _inverse_log_det_jacobian(self, y):
     return -self._log_det(y)
+
+
+class NetworkBijector(tfp.bijectors.Bijector):
+  """Base of bijectors driven by networks (couplings, split priors).
+
+  The networks' weights are not parameters TFP can see, so two instances
+  that look equal may compute different things: they compare by identity,
+  and TFP's forward/inverse cache never serves a result computed with other
+  weights (build a new bijector after a weight update, as the Keras layers
+  of this package do at every call).
+  """
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    return dict()
+
+  def __hash__(self):
+    return id(self)
+
+  def __eq__(self, other):
+    return self is other

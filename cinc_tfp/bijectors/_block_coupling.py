@@ -1,14 +1,14 @@
 """Generalized-Feistel affine coupling over channel blocks."""
 
 import tensorflow as tf
-import tensorflow_probability as tfp
 
+from cinc_tfp.bijectors import _base
 from cinc_tfp.bijectors import _util
 
 SCALES = ('sigmoid', 'exp')
 
 
-class BlockCoupling(tfp.bijectors.Bijector):
+class BlockCoupling(_base.NetworkBijector):
   """Splits channels into `n` equal blocks; block `i > 1` is transformed as
 
   ```none
@@ -38,19 +38,6 @@ class BlockCoupling(tfp.bijectors.Bijector):
           validate_args=validate_args,
           parameters=parameters,
           name=scope_name)
-
-  @classmethod
-  def _parameter_properties(cls, dtype):
-    return dict()
-
-  # The networks' weights are not parameters TFP can see, so equal-looking
-  # instances may differ: compare by identity, so that TFP's forward/inverse
-  # cache never serves a result computed with other weights.
-  def __hash__(self):
-    return id(self)
-
-  def __eq__(self, other):
-    return self is other
 
   @property
   def networks(self):

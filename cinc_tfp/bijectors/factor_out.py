@@ -2,15 +2,15 @@
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
+from cinc_tfp.bijectors import _base
 from cinc_tfp.bijectors import _util
 from cinc_tfp.bijectors import fused
 
 __all__ = ['FactorOut']
 
 
-class FactorOut(tfp.bijectors.Bijector):
+class FactorOut(_base.NetworkBijector):
   """Factors out half the channels, normalized by a conditional Gaussian prior.
 
   For `x` of shape `[..., H, W, C]` split along channels into `x1` (kept) and
@@ -57,19 +57,6 @@ class FactorOut(tfp.bijectors.Bijector):
           validate_args=validate_args,
           parameters=parameters,
           name=scope_name)
-
-  @classmethod
-  def _parameter_properties(cls, dtype):
-    return dict()
-
-  # The networks' weights are not parameters TFP can see, so equal-looking
-  # instances may differ: compare by identity, so that TFP's forward/inverse
-  # cache never serves a result computed with other weights.
-  def __hash__(self):
-    return id(self)
-
-  def __eq__(self, other):
-    return self is other
 
   @property
   def inner(self):
