@@ -18,11 +18,11 @@ def _run(*args):
       capture_output=True, text=True, timeout=60, check=False)
 
 
-def _table(report, title):
+def _table(report, title, first='shape'):
   """The rows (lists of cells) of the markdown table whose header has title."""
   for block in report.split('\n\n'):
     lines = block.splitlines()
-    if lines and lines[0].startswith('| shape') and title in lines[0]:
+    if lines and lines[0].startswith(f'| {first}') and title in lines[0]:
       return [[c.strip() for c in line.strip('|').split('|')]
               for line in lines if not line.startswith('|-')]
   raise AssertionError(f'no table with {title!r} in:\n{report}')
@@ -49,6 +49,34 @@ def test_layers_report_has_every_candidate_and_ratio():
   assert all(cell.endswith((' meets', ' MISSES')) for cell in ratios[1][2:])
 
 
+def test_models_report_has_every_model_and_ratio():
+  report = benchmark.run_models(image_shape=(8, 8, 3), levels=2, depth=1,
+                                width=8, num_samples=2, batch_size=2, repeats=1)
+  header = report.splitlines()[0]
+  for field in ('TF ', 'image 8x8x3', '2 samples', 'train batch 2', 'CPUs ',
+                'median of 1'):
+    assert field in header
+  timings = _table(report, 'sample 2 ms', first='config')
+  assert timings[0] == ['config', 'model', 'params', 'sample 2 ms',
+                        'train step 2 ms']
+  assert [row[1] for row in timings[1:]] == [m[0] for m in benchmark._MODELS]
+  params = {}
+  for config, name, count, sample_ms, train_ms in timings[1:]:
+    assert config == 'L2 D1 w8'
+    params[name] = int(count.replace(',', ''))
+    assert params[name] > 0 and float(sample_ms) > 0 and float(train_ms) > 0
+  # TFP's Glow is sized to within a few percent of ours.
+  assert abs(params['TFP Glow'] / params['Glow'] - 1) < 0.05
+  ratios = _table(report, 'target', first='ratio')
+  assert ratios[0] == ['ratio', 'target', 'L2 D1 w8']
+  assert [row[0] for row in ratios[1:]] == [r[0] for r in benchmark._MODEL_RATIOS]
+  for _, target, cell in ratios[1:]:
+    assert target.startswith(('<= ', '>= ')) and target.endswith('x')
+    assert cell.endswith((' meets', ' MISSES'))
+    assert float(cell.split('x')[0]) > 0
+  assert 'num_steps_per_block=1' in report and 'num_hidden=' in report
+
+
 @pytest.mark.parametrize('text, expected', [
     ('32x32x3', [(32, 32, 3)]),
     ('4x4x4, 8X8x12', [(4, 4, 4), (8, 8, 12)]),
@@ -71,13 +99,17 @@ def test_unknown_benchmark_fails_with_one_line():
   assert len(lines) == 1 and 'nope' in lines[0] and 'layers' in lines[0]
 
 
-@pytest.mark.parametrize('flag, name', [
-    ('--batch_size=-1', 'batch_size'),
-    ('--shapes=32x32', 'shapes'),
-    ('--repeats=0', 'repeats'),
+@pytest.mark.parametrize('benchmark_name, flag, name', [
+    ('layers', '--batch_size=-1', 'batch_size'),
+    ('layers', '--shapes=32x32', 'shapes'),
+    ('layers', '--repeats=0', 'repeats'),
+    ('models', '--image_shape=30x30x3', 'image_shape'),
+    ('models', '--image_shape=32x32', 'image_shape'),
+    ('models', '--levels=0', 'levels'),
+    ('models', '--batch_size_train=0', 'batch_size_train'),
 ])
-def test_bad_flag_fails_clearly(flag, name):
-  result = _run('layers', flag)
+def test_bad_flag_fails_clearly(benchmark_name, flag, name):
+  result = _run(benchmark_name, flag)
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr
   assert f'--{name}' in result.stderr.splitlines()[0]

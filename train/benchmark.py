@@ -4,6 +4,9 @@ Usage:
 
   python -m train.benchmark layers [--batch_size=100] [--repeats=20]
       [--shapes=32x32x3,16x16x12,8x8x48] [--raster_repeats=3] [--jit]
+  python -m train.benchmark models [--image_shape=32x32x3] [--levels=3]
+      [--depth=8] [--width=128] [--num_samples=100] [--batch_size_train=64]
+      [--repeats=5] [--paper_size]
 
 `layers` times, for each image shape HxWxC, CInC (3x3) forward and inverse
 (row-wise solver and the pixel-by-pixel raster reference), Emerging forward
@@ -12,8 +15,18 @@ with `tf.function` (XLA with `--jit`). Each timing is the median over
 `--repeats` calls after a warm-up call; the candidates are interleaved within
 each round, so that machine noise hits them alike. Absolute times drift on a
 shared machine: only the ratios, measured side by side, are meaningful.
+
+`models` times whole `CIncFlow`s (CInC+quad, CInC+affine, Emerging+affine and
+Glow = 1x1+affine) and TFP's own `tfb.Glow` (the same number of steps, its
+coupling networks' hidden width picked to match the Glow row's parameter
+count): drawing `--num_samples` images, and one Adam step on the
+log-likelihood of a batch of `--batch_size_train` random images, each a
+`tf.function` traced once and warmed up, timed interleaved as above. With
+`--paper_size` it repeats all of it at the paper's L=3, D=32, width 512 (slow).
 """
 
+import functools
+import math
 import os
 import statistics
 import sys
@@ -44,17 +57,35 @@ _RATIOS = (
 )
 
 
-def parse_shapes(text):
+def parse_shapes(text, flag='--shapes'):
   """'32x32x3,16x16x12' -> [(32, 32, 3), (16, 16, 12)], or a ValueError."""
   shapes = []
   for item in text.split(','):
     parts = item.strip().lower().split('x')
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
       raise ValueError(
-          f'--shapes: expected comma-separated HxWxC of positive ints (e.g. '
+          f'{flag}: expected comma-separated HxWxC of positive ints (e.g. '
           f'32x32x3,16x16x12), got {item.strip()!r}.')
     shapes.append(tuple(int(p) for p in parts))
   return shapes
+
+
+def _median_ms(calls, counts):
+  """Median ms of each zero-argument call (returning a tensor), after one
+  warm-up call each; `counts[name]` timed calls each, interleaved by rounds
+  (in a rotating order), so that machine noise hits the candidates alike."""
+  for call in calls.values():
+    call().numpy()  # Warm-up: trace and compile.
+  times = {name: [] for name in calls}
+  for round_ in range(max(counts.values())):
+    names = list(calls)
+    names = names[round_ % len(names):] + names[:round_ % len(names)]
+    for name in names:
+      if len(times[name]) < counts[name]:
+        start = time.perf_counter()
+        calls[name]().numpy()
+        times[name].append(1e3 * (time.perf_counter() - start))
+  return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _build(shape, seed):
@@ -80,29 +111,25 @@ def time_layers(shape, batch_size, repeats, raster_repeats, jit, seed=0):
   layers = _build(shape, seed)
   spec = tf.TensorSpec([batch_size, *shape], tf.float32)
   x = tf.random.stateless_normal(spec.shape, [seed, 1])
-  functions, inputs, counts = {}, {}, {}
+  calls, counts = {}, {}
   for name, key, direction in _CANDIDATES:
     if name == 'raster inv' and not raster_repeats:
       continue
     method = getattr(layers[key], direction)
     # A fresh symbolic input per trace, so the bijector cache never hits; the
     # reduction makes `.numpy()` wait for (and fetch) the whole result.
-    functions[name] = tf.function(
+    function = tf.function(
         lambda t, method=method: tf.reduce_sum(method(t)),
         input_signature=[spec], jit_compile=jit or None)
-    inputs[name] = layers[key].forward(x) if direction != 'forward' else x
+    inputs = layers[key].forward(x) if direction != 'forward' else x
+    calls[name] = functools.partial(function, inputs)
     counts[name] = raster_repeats if name == 'raster inv' else repeats
-    functions[name](inputs[name]).numpy()  # Warm-up: trace and compile.
-  times = {name: [] for name in functions}
-  for round_ in range(max(counts.values())):
-    names = list(functions)
-    names = names[round_ % len(names):] + names[:round_ % len(names)]
-    for name in names:
-      if len(times[name]) < counts[name]:
-        start = time.perf_counter()
-        functions[name](inputs[name]).numpy()
-        times[name].append(1e3 * (time.perf_counter() - start))
-  return {name: statistics.median(values) for name, values in times.items()}
+  return _median_ms(calls, counts)
+
+
+def _cpus():
+  return (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+          else os.cpu_count())
 
 
 def _markdown(rows):
@@ -117,9 +144,7 @@ def run_layers(batch_size=100, repeats=20, shapes=((32, 32, 3),),
                raster_repeats=3, jit=False):
   """Runs the `layers` benchmark and returns its report (two tables)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  cpus = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
-          else os.cpu_count())
-  header = (f'TF {tf.__version__} | batch {batch_size} | CPUs {cpus} | '
+  header = (f'TF {tf.__version__} | batch {batch_size} | CPUs {_cpus()} | '
             f'jit {jit} | median of {repeats} (raster {raster_repeats})')
   names = [name for name, _, _ in _CANDIDATES]
   timing_rows = [['shape'] + [f'{name} ms' for name in names]]
@@ -142,28 +167,223 @@ def run_layers(batch_size=100, repeats=20, shapes=((32, 32, 3),),
   return '\n\n'.join([header, _markdown(timing_rows), _markdown(ratio_rows)])
 
 
+# Rows of the `models` table: (name, conv, coupling) of a `CIncFlow`, or no
+# conv for TFP's own `tfb.Glow`, sized after the 'Glow' row.
+_MODELS = (
+    ('CInC+quad', 'cinc', 'quad'),
+    ('CInC+affine', 'cinc', 'affine'),
+    ('Emerging+affine', 'emerging', 'affine'),
+    ('Glow', '1x1', 'affine'),
+    ('TFP Glow', None, None),
+)
+# (ratio, numerator row, denominator row, timing, target comparison, bound).
+_MODEL_RATIOS = (
+    ('CInC+quad / Glow sampling', 'CInC+quad', 'Glow', 'sample', '<=', 1.2),
+    ('CInC+affine / Glow sampling', 'CInC+affine', 'Glow', 'sample', '<=', 1.2),
+    ('Emerging+affine / CInC+affine sampling', 'Emerging+affine',
+     'CInC+affine', 'sample', '>=', 1.8),
+    ('CInC+quad / Glow train step', 'CInC+quad', 'Glow', 'train', '<=', 1.1),
+    ('CInC+affine / Glow train step', 'CInC+affine', 'Glow', 'train', '<=',
+     1.1),
+)
+PAPER_SIZE = (3, 32, 512)  # The paper's levels, depth and width.
+
+
+def _count(variables):
+  return sum(math.prod(variable.shape) for variable in variables)
+
+
+def _cinc_flow(image_shape, levels, depth, width, conv, coupling, x,
+               num_samples):
+  """(parameters, sampling fn of a seed, train-step fn of images)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
+  model = flow.CIncFlow(image_shape, levels, depth, width, conv=conv,
+                        coupling=coupling)
+  model.initialize(x)
+  model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
+  model.optimizer.build(model.trainable_variables)
+  sample = tf.function(
+      lambda seed: tf.reduce_sum(model.sample(num_samples, seed=seed)))
+  step = tf.function(lambda x: model.train_step(x)['bits_per_dim'])
+  return _count(model.trainable_variables), sample, step
+
+
+def _tfp_glow(image_shape, levels, steps, hidden, input_channels=None):
+  """`tfb.Glow`; appends its coupling networks' input channels to the list."""
+  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+
+  def coupling(shape):
+    if input_channels is not None:
+      input_channels.append(shape[-1])
+    return tfp.bijectors.GlowDefaultNetwork(shape, num_hidden=hidden)
+
+  return tfp.bijectors.Glow(
+      image_shape, levels, steps, coupling_bijector_fn=coupling,
+      exit_bijector_fn=tfp.bijectors.GlowDefaultExitNetwork)
+
+
+def _matched_tfp_glow(image_shape, levels, depth, width, target):
+  """(`tfb.Glow` with `depth` steps per block, its hidden width): the width
+  that brings its parameter count closest to `target`.
+
+  A `GlowDefaultNetwork` from c channels with h hidden ones (3x3, 1x1, 3x3
+  convolutions to 2c) has h^2 + (27c + 2) h + 2c parameters; the rest of the
+  Glow does not depend on h.
+  """
+  channels = []
+  glow = _tfp_glow(image_shape, levels, depth, width, channels)
+  networks = lambda h: sum(h * h + (27 * c + 2) * h + 2 * c for c in channels)
+  fixed = _count(glow.trainable_variables) - networks(width)
+  a, b = len(channels), sum(27 * c + 2 for c in channels)
+  c0 = fixed + sum(2 * c for c in channels) - target
+  root = (-b + math.sqrt(max(b * b - 4 * a * c0, 0.))) / (2 * a)
+  hidden = min({max(1, math.floor(root)), math.floor(root) + 1},
+               key=lambda h: abs(fixed + networks(h) - target))
+  if hidden != width:
+    glow = _tfp_glow(image_shape, levels, depth, hidden)
+  return glow, hidden
+
+
+def _tfp_glow_functions(glow, x, num_samples, n_bits=8):
+  """(parameters, sampling fn, train-step fn) of a `tfb.Glow`, as above."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+  tfd = tfp.distributions
+  num_dims = math.prod(x.shape[1:])
+  distribution = tfd.TransformedDistribution(
+      tfd.Sample(tfd.Normal(0., 1.), [num_dims]), glow)
+  distribution.log_prob(x)  # Data-dependent initialization of the ActNorms.
+  variables = glow.trainable_variables
+  optimizer = keras.optimizers.Adam(1e-4)
+  optimizer.build(variables)
+
+  @tf.function
+  def step(x):
+    with tf.GradientTape() as tape:
+      log_prob = tf.reduce_mean(distribution.log_prob(x))
+      bits = n_bits - log_prob / (num_dims * math.log(2.))
+    optimizer.apply_gradients(zip(tape.gradient(bits, variables), variables))
+    return bits
+
+  sample = tf.function(lambda seed: tf.reduce_sum(
+      distribution.sample(num_samples, seed=seed)))
+  return _count(variables), sample, step
+
+
+def time_models(image_shape, levels, depth, width, num_samples, batch_size,
+                repeats, seed=0):
+  """({row: (parameters, sampling ms, train-step ms)}, TFP Glow's hidden
+  width): medians of `repeats` interleaved calls after a warm-up."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  x = tf.random.stateless_uniform([batch_size, *image_shape], [seed, 1],
+                                  minval=-0.5, maxval=0.5)
+  sample_seed = tf.constant([seed, 2])
+  parameters, calls = {}, {}
+  for name, conv, coupling in _MODELS:
+    if conv:
+      parameters[name], sample, step = _cinc_flow(
+          image_shape, levels, depth, width, conv, coupling, x, num_samples)
+    else:
+      glow, hidden = _matched_tfp_glow(image_shape, levels, depth, width,
+                                       parameters['Glow'])
+      parameters[name], sample, step = _tfp_glow_functions(glow, x,
+                                                           num_samples)
+    calls[name, 'sample'] = functools.partial(sample, sample_seed)
+    calls[name, 'train'] = functools.partial(step, x)
+  ms = _median_ms(calls, dict.fromkeys(calls, repeats))
+  return {name: (parameters[name], ms[name, 'sample'], ms[name, 'train'])
+          for name, _, _ in _MODELS}, hidden
+
+
+def run_models(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
+               num_samples=100, batch_size=64, repeats=5, paper_size=False):
+  """Runs the `models` benchmark and returns its report (two tables, notes)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  configs = [(levels, depth, width)]
+  if paper_size and PAPER_SIZE not in configs:
+    configs.append(PAPER_SIZE)
+  header = (f'TF {tf.__version__} | image {"x".join(map(str, image_shape))} | '
+            f'{num_samples} samples | train batch {batch_size} | CPUs '
+            f'{_cpus()} | median of {repeats}')
+  timing_rows = [['config', 'model', 'params', f'sample {num_samples} ms',
+                  f'train step {batch_size} ms']]
+  labels, results, notes = [], [], []
+  for config in configs:
+    label = 'L{} D{} w{}'.format(*config)
+    result, hidden = time_models(image_shape, *config, num_samples, batch_size,
+                                 repeats)
+    labels.append(label)
+    results.append(result)
+    for name, (count, sample_ms, train_ms) in result.items():
+      timing_rows.append(
+          [label, name, f'{count:,}', f'{sample_ms:.1f}', f'{train_ms:.1f}'])
+    ours, theirs = result['Glow'][0], result['TFP Glow'][0]
+    notes.append(
+        f'TFP Glow at {label}: tfb.Glow(num_glow_blocks={config[0]}, '
+        f'num_steps_per_block={config[1]}), GlowDefaultNetwork(num_hidden='
+        f'{hidden}): {theirs:,} parameters vs {ours:,} for Glow '
+        f'({theirs / ours - 1:+.2%}).')
+  ratio_rows = [['ratio', 'target'] + labels]
+  for title, numerator, denominator, timing, comparison, bound in _MODEL_RATIOS:
+    cells = [title, f'{comparison} {bound}x']
+    column = 1 if timing == 'sample' else 2
+    for result in results:
+      ratio = result[numerator][column] / result[denominator][column]
+      meets = ratio <= bound if comparison == '<=' else ratio >= bound
+      cells.append(f'{ratio:.2f}x {"meets" if meets else "MISSES"}')
+    ratio_rows.append(cells)
+  return '\n\n'.join([header, _markdown(timing_rows), _markdown(ratio_rows),
+                      '\n'.join(notes)])
+
+
 def _layers_from_flags():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.get_logger().setLevel('ERROR')  # Seven tf.functions are no "retracing".
-  return run_layers(FLAGS.batch_size, FLAGS.repeats, parse_shapes(FLAGS.shapes),
-                    FLAGS.raster_repeats, FLAGS.jit)
+  return run_layers(FLAGS.batch_size, FLAGS.repeats or 20,
+                    parse_shapes(FLAGS.shapes), FLAGS.raster_repeats, FLAGS.jit)
+
+
+def _models_from_flags():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.get_logger().setLevel('ERROR')
+  return run_models(
+      parse_shapes(FLAGS.image_shape, '--image_shape')[0], FLAGS.levels,
+      FLAGS.depth, FLAGS.width, FLAGS.num_samples, FLAGS.batch_size_train,
+      FLAGS.repeats or 5, FLAGS.paper_size)
 
 
 # Benchmark name -> function of no arguments (reading FLAGS) returning a report.
-BENCHMARKS = {'layers': _layers_from_flags}
+BENCHMARKS = {'layers': _layers_from_flags, 'models': _models_from_flags}
 
 
 def _define_flags():
   """Defines the flags; only when run as a program, so importing is harmless."""
-  flags.DEFINE_integer('batch_size', 100, 'Images per call.', lower_bound=1)
-  flags.DEFINE_integer('repeats', 20, 'Timed calls per candidate (median).',
+  flags.DEFINE_integer('batch_size', 100, 'Images per call (layers).',
                        lower_bound=1)
+  flags.DEFINE_integer(
+      'repeats', None, 'Timed calls per candidate (median); default 20 for '
+      'layers, 5 for models.', lower_bound=1)
   flags.DEFINE_string('shapes', '32x32x3,16x16x12,8x8x48',
-                      'Comma-separated image shapes HxWxC.')
+                      'Comma-separated image shapes HxWxC (layers).')
   flags.DEFINE_integer('raster_repeats', 3,
                        'Timed calls of the slow raster reference (0: skip it).',
                        lower_bound=0)
   flags.DEFINE_bool('jit', False, 'Compile with XLA (jit_compile=True).')
+  flags.DEFINE_string('image_shape', '32x32x3', 'Image shape HxWxC (models).')
+  flags.DEFINE_integer('levels', 3, 'Levels L (models).', lower_bound=1)
+  flags.DEFINE_integer('depth', 8, 'Steps per level D (models).',
+                       lower_bound=1)
+  flags.DEFINE_integer('width', 128, 'Hidden channels of the coupling '
+                       'networks (models).', lower_bound=1)
+  flags.DEFINE_integer('num_samples', 100, 'Images per sampling call (models).',
+                       lower_bound=1)
+  flags.DEFINE_integer('batch_size_train', 64,
+                       'Images per training step (models).', lower_bound=1)
+  flags.DEFINE_bool('paper_size', False, 'Also time the paper\'s L=3, D=32, '
+                    'width 512 models (models; slow).')
 
   def check_shapes(text):
     try:
@@ -172,7 +392,21 @@ def _define_flags():
       raise flags.ValidationError(str(error)) from None
     return True
 
+  def check_image_shape(values):
+    try:
+      shapes = parse_shapes(values['image_shape'], '--image_shape')
+    except ValueError as error:
+      raise flags.ValidationError(str(error)) from None
+    levels = max(values['levels'], PAPER_SIZE[0] if values['paper_size'] else 1)
+    if len(shapes) != 1 or any(size % 2**levels for size in shapes[0][:2]):
+      raise flags.ValidationError(
+          f'--image_shape: expected one HxWxC with H and W divisible by '
+          f'2**levels = {2**levels}, got {values["image_shape"]!r}.')
+    return True
+
   flags.register_validator('shapes', check_shapes)
+  flags.register_multi_flags_validator(
+      ['image_shape', 'levels', 'paper_size'], check_image_shape)
 
 
 def main(argv):
