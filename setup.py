@@ -19,6 +19,8 @@ setuptools.setup(
         'keras==3.15.1',
         # TFP imports tf_keras for its (unused here) Keras layers.
         'tf-keras==2.21.0',
+        # Keras' TensorBoard callback and tf.summary need it.
+        'tensorboard==2.21.0',
         'tensorflow-datasets==4.9.10',
         # tensorflow-datasets imports it without declaring it on every path.
         'importlib_resources>=6',

@@ -282,12 +282,26 @@ class CIncFlow(keras.Model):
     gradients = tape.gradient(loss, self.trainable_variables)
     self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
     self.bits_per_dim_tracker.update_state(bits)
-    return {'bits_per_dim': self.bits_per_dim_tracker.result()}
+    return {'bits_per_dim': _log(self.bits_per_dim_tracker.result())}
 
   def test_step(self, data):
     x = data[0] if isinstance(data, (tuple, list)) else data
     self.bits_per_dim_tracker.update_state(tf.reduce_mean(self.bits_per_dim(x)))
     return {'bits_per_dim': self.bits_per_dim_tracker.result()}
+
+
+def _log(value):
+  """A logged scalar, made rank 1 under multi-worker strategies.
+
+  Keras reduces logs along axis 0 across workers, which fails for scalars
+  (TensorFlow issue #72388); its TensorBoard callback wants scalars elsewhere.
+  """
+  if not tf.distribute.has_strategy():
+    return value
+  strategy = tf.distribute.get_strategy()
+  if strategy.num_replicas_in_sync > len(strategy.extended.worker_devices):
+    return tf.reshape(value, [1])
+  return value
 
 
 def _first_batch(x, batch_size):

@@ -1,0 +1,161 @@
+"""Tests of `train.evaluate`, `train.sample` and of the exported SavedModel,
+on a tiny flow trained once for the module."""
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cinc_tfp import data
+from cinc_tfp import export
+from tests import train_helpers as helpers
+from train import common
+from train import evaluate
+from train import sample
+from train import train
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  """The model directory of a 6-step run of the tiny flow."""
+  model_dir = tmp_path_factory.mktemp('evaluate') / 'run'
+  result = train.run(helpers.parse(
+      train.define_flags, f'--model_dir={model_dir}', *helpers.TINY,
+      '--steps=6', '--steps_per_epoch=3'))
+  return model_dir, result['test_bits_per_dim']
+
+
+def _png(path):
+  return tf.io.decode_png(path.read_bytes()).numpy()
+
+
+def test_evaluate_checkpoint_and_saved_model_agree_with_training(run_dir):
+  model_dir, trained_bits = run_dir
+  for source in (f'--checkpoint_dir={model_dir}',
+                 f'--saved_model={model_dir / "saved_model"}'):
+    split, bits = evaluate.run(helpers.parse(evaluate.define_flags, source))
+    assert split == 'test'
+    assert bits == pytest.approx(trained_bits, abs=1e-4)
+
+
+def test_evaluate_command_prints_test_bits_per_dim(run_dir):
+  model_dir, _ = run_dir
+  result = helpers.run('evaluate', f'--checkpoint_dir={model_dir}',
+                       '--split=train', '--batch_size=1000')
+  assert result.returncode == 0, result.stderr[-3000:]
+  last = result.stdout.strip().splitlines()[-1]
+  assert last.startswith('train bits/dim: ')
+  assert math.isfinite(float(last.split(':')[1]))
+
+
+def test_evaluate_needs_one_model_source():
+  result = helpers.run('evaluate')
+  helpers.assert_fails_with_one_line(result, 'Flags parsing error',
+                                     'checkpoint_dir', 'saved_model')
+  with pytest.raises(Exception, match='checkpoint_dir'):
+    helpers.parse(evaluate.define_flags, '--checkpoint_dir=a',
+                  '--saved_model=b')
+
+
+@pytest.mark.parametrize('source, words', [
+    ('checkpoint_dir', 'config.json'),
+    ('saved_model', 'Cannot load a SavedModel'),
+])
+def test_evaluate_of_a_directory_without_a_model_is_a_clear_error(
+    tmp_path, source, words):
+  with pytest.raises((common.TrainError, export.ExportError), match=words):
+    evaluate.run(helpers.parse(evaluate.define_flags,
+                               f'--{source}={tmp_path}'))
+
+
+def test_evaluate_on_data_with_other_channels_is_an_error(run_dir, tmp_path):
+  folder = tmp_path / 'images'
+  folder.mkdir()
+  (folder / 'a.png').write_bytes(
+      tf.io.encode_png(np.zeros([8, 8, 3], np.uint8)).numpy())
+  with pytest.raises(common.TrainError, match='1 channel'):
+    evaluate.run(helpers.parse(evaluate.define_flags,
+                               f'--checkpoint_dir={run_dir[0]}',
+                               f'--dataset=folder:{folder}'))
+
+
+@pytest.mark.parametrize('source', ['model_dir', 'saved_model'])
+def test_samples_grid(run_dir, tmp_path, source):
+  model_dir, _ = run_dir
+  path = model_dir if source == 'model_dir' else model_dir / 'saved_model'
+  outputs = []
+  for name in ('a.png', 'b.png'):
+    sample.run(helpers.parse(
+        sample.define_flags, f'--{source}={path}', '--num_samples=6',
+        '--temperature=0.8', '--seed=3', f'--output={tmp_path / name}'))
+    outputs.append(_png(tmp_path / name))
+  assert outputs[0].shape == (2 * 8, 3 * 8, 1)  # 6 images: 2 rows of 3.
+  np.testing.assert_array_equal(outputs[0], outputs[1])  # Same seed.
+
+
+def test_interpolation_between_dataset_images_and_files(run_dir, tmp_path):
+  model_dir, _ = run_dir
+  output = tmp_path / 'out' / 'row.png'
+  result = helpers.run('sample', f'--model_dir={model_dir}',
+                       '--interpolate=0,1', '--steps=3', f'--output={output}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  row = _png(output)
+  assert row.shape == (8, 5 * 8, 1)  # The two images and 3 frames between.
+  originals = [image.numpy() for image in data.load_images(
+      'embedded', 'test', 8).take(2)]
+  # The ends decode the images back, up to one grey level of round-off.
+  for frame, original in ((row[:, :8], originals[0]),
+                          (row[:, -8:], originals[1])):
+    assert np.abs(frame.astype(int) - original.astype(int)).max() <= 1
+
+  files = []
+  for i, original in enumerate(originals):
+    files.append(tmp_path / f'{i}.png')
+    files[-1].write_bytes(tf.io.encode_png(original).numpy())
+  sample.run(helpers.parse(
+      sample.define_flags, f'--saved_model={model_dir / "saved_model"}',
+      f'--interpolate={files[0]},{files[1]}', '--steps=3',
+      f'--output={tmp_path / "files.png"}'))
+  np.testing.assert_allclose(_png(tmp_path / 'files.png'), row, atol=1)
+
+
+@pytest.mark.parametrize('interpolate, words', [
+    ('0,100000', 'has no image 100000'),
+    ('0,/no/such/image.png', '/no/such/image.png'),
+])
+def test_interpolation_of_missing_images_is_an_error(
+    run_dir, tmp_path, interpolate, words):
+  with pytest.raises(common.TrainError, match=words):
+    sample.run(helpers.parse(
+        sample.define_flags, f'--model_dir={run_dir[0]}',
+        f'--interpolate={interpolate}', f'--output={tmp_path / "x.png"}'))
+
+
+def test_saved_model_serves_in_a_process_without_cinc_tfp(run_dir):
+  model_dir, _ = run_dir
+  script = textwrap.dedent(f"""
+      import sys
+      import tensorflow as tf
+      loaded = tf.saved_model.load({str(model_dir / 'saved_model')!r})
+      out = loaded.signatures['sample'](
+          n=tf.constant(3), temperature=tf.constant(0.7),
+          seed=tf.constant([1, 2]))
+      assert out['images_uint8'].shape == (3, 8, 8, 1), out
+      bits = loaded.bits_per_dim(out['images'])['bits_per_dim']
+      assert bits.shape == (3,) and bool(tf.reduce_all(tf.math.is_finite(bits)))
+      z = loaded.encode(out['images'])['latents']
+      back = loaded.decode(z)['images']
+      assert float(tf.reduce_max(tf.abs(back - out['images']))) < 1e-3
+      for name in ('cinc_tfp', 'tensorflow_probability', 'train'):
+        assert name not in sys.modules, name
+      print('served')
+      """)
+  result = subprocess.run([sys.executable, '-c', script], cwd='/',
+                          env=helpers.env(), capture_output=True, text=True,
+                          timeout=180, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().endswith('served')

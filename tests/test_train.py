@@ -1,0 +1,330 @@
+"""End-to-end tests of `python -m train.train`, each on a tiny flow.
+
+Tests about the command line (exit status, stderr, resuming after SIGKILL,
+two worker processes) run it as a subprocess; the others call `train.run` in
+this process, which is faster.
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests import train_helpers as helpers
+from train import common
+from train import train
+
+SHORT = ('--steps=6', '--steps_per_epoch=3', '--checkpoint_every=2')
+
+
+def _parse(*args):
+  return helpers.parse(train.define_flags, *args)
+
+
+def _snapshot(directory):
+  """{relative path: bytes} of every file under `directory`."""
+  files = {}
+  for folder, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(folder, name)
+      with open(path, 'rb') as file:
+        files[os.path.relpath(path, directory)] = file.read()
+  return files
+
+
+def _checkpoint_step(model_dir):
+  path = common.latest_checkpoint(str(model_dir))
+  return int(path.rsplit('-', 1)[1]) if path else None
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+  """A run of the command with the defaults but a tiny flow and 6 steps."""
+  model_dir = tmp_path_factory.mktemp('finished') / 'run'
+  args = (f'--model_dir={model_dir}', *helpers.TINY, *SHORT)
+  result = helpers.run('train', *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return model_dir, args, result
+
+
+def _copy(finished_run, tmp_path):
+  model_dir, args, _ = finished_run
+  copy = tmp_path / 'run'
+  shutil.copytree(model_dir, copy)
+  args = tuple(f'--model_dir={copy}' if a.startswith('--model_dir=') else a
+               for a in args)
+  return copy, args
+
+
+@pytest.mark.parametrize('start, steps, per_epoch, expected', [
+    (0, 6, 3, [(0, 0, 2, 3)]),
+    (0, 7, 3, [(0, 0, 2, 3), (6, 2, 3, 1)]),
+    (4, 10, 3, [(4, 1, 2, 2), (6, 2, 3, 3), (9, 3, 4, 1)]),
+    (2, 3, 5, [(2, 0, 1, 1)]),
+    (6, 6, 3, []),
+    (8, 6, 3, []),
+])
+def test_fit_segments(start, steps, per_epoch, expected):
+  assert train.fit_segments(start, steps, per_epoch) == expected
+
+
+def test_default_command_trains_evaluates_samples_and_exports(finished_run):
+  model_dir, _, result = finished_run
+  bits = helpers.printed_bits_per_dim(result.stdout)
+  assert math.isfinite(bits) and 0 < bits < 9
+  assert 'Starting a new run' in result.stdout
+  assert _checkpoint_step(model_dir) == 6
+  config = json.loads((model_dir / 'config.json').read_text())
+  assert config['dataset'] == 'embedded' and config['image_size'] == 8
+  assert config['channels'] == 1 and config['ema'] == 0.99
+  grid = tf.io.decode_png((model_dir / 'samples.png').read_bytes()).numpy()
+  assert grid.shape == (4 * 8, train.SAMPLES_PER_ROW * 8, 1)  # 4 temperatures
+  assert (model_dir / 'saved_model' / 'saved_model.pb').exists()
+  tags = set()
+  for events in tf.io.gfile.glob(str(model_dir / 'tensorboard' / '*' / '*')):
+    for event in tf.compat.v1.train.summary_iterator(events):
+      tags.update(value.tag for value in event.summary.value)
+  assert 'samples' in tags and 'epoch_bits_per_dim' in tags
+
+
+def test_rerun_of_a_finished_run_resumes_and_changes_nothing(
+    finished_run, tmp_path):
+  model_dir, args = _copy(finished_run, tmp_path)
+  result = helpers.run('train', *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'Resuming {model_dir} from {model_dir}/ckpt-6' in result.stdout
+  assert 'Epoch' not in result.stdout
+  assert helpers.printed_bits_per_dim(result.stdout) == pytest.approx(
+      helpers.printed_bits_per_dim(finished_run[2].stdout), abs=1e-3)
+  assert _checkpoint_step(model_dir) == 6
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+  model_dir = tmp_path / 'run'
+  args = (f'--model_dir={model_dir}', *helpers.TINY, '--steps=40',
+          '--steps_per_epoch=7', '--checkpoint_every=2')
+  with open(tmp_path / 'killed.log', 'w') as log:
+    process = subprocess.Popen(
+        helpers.command('train', *args), cwd=helpers.ROOT, env=helpers.env(),
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+      deadline = time.time() + 180
+      while not (model_dir / 'checkpoint').exists():
+        assert process.poll() is None, (tmp_path / 'killed.log').read_text()
+        assert time.time() < deadline, 'no checkpoint within 180 s'
+        time.sleep(0.02)
+    finally:
+      process.send_signal(signal.SIGKILL)
+      process.wait()
+  killed_at = _checkpoint_step(model_dir)
+  assert 0 < killed_at < 40, 'the run was not killed mid-training'
+
+  result = helpers.run('train', *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resuming' in result.stdout
+  resumed_from = int(result.stdout.split('/ckpt-')[1].split('.')[0])
+  assert resumed_from >= killed_at
+  assert math.isfinite(helpers.printed_bits_per_dim(result.stdout))
+  _, _, step = common.restore_for_inference(str(model_dir))
+  assert step == 40 and _checkpoint_step(model_dir) == 40
+
+
+def test_resumed_training_matches_uninterrupted_training(tmp_path):
+  """The same weights, moments and averages whether a run goes in one piece
+  or stops and resumes mid-epoch: the data stream resumes where it was and
+  training goes on from the raw weights, never from their average."""
+  args = (*helpers.TINY, '--steps_per_epoch=3', '--checkpoint_every=2',
+          '--ema=0.9', '--learning_rate=0.01', '--warmup_steps=0')
+  train.run(_parse(f'--model_dir={tmp_path / "whole"}', '--steps=6', *args))
+  for steps in (4, 6):
+    train.run(_parse(f'--model_dir={tmp_path / "resumed"}', f'--steps={steps}',
+                     *args))
+  whole, resumed = (tf.train.load_checkpoint(str(tmp_path / name / 'ckpt-6'))
+                    for name in ('whole', 'resumed'))
+  names = [name for name in whole.get_variable_to_shape_map()
+           if name.startswith(('weights/', 'optimizer/'))]
+  assert len(names) > 100
+  for name in names:
+    np.testing.assert_allclose(resumed.get_tensor(name),
+                               whole.get_tensor(name), rtol=1e-5, atol=1e-6,
+                               err_msg=name)
+  # The checkpoint holds the raw weights; evaluation uses their averages.
+  model, _, _ = common.restore_for_inference(str(tmp_path / 'whole'))
+  raw = [whole.get_tensor(f'weights/{i}/.ATTRIBUTES/VARIABLE_VALUE')
+         for i in range(len(model.weights))]
+  assert all(weight.numpy().shape == value.shape
+             for weight, value in zip(model.weights, raw))
+  assert not all(np.allclose(weight.numpy(), value)
+                 for weight, value in zip(model.weights, raw))
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_left_alone(
+    finished_run, tmp_path):
+  model_dir, args = _copy(finished_run, tmp_path)
+  (model_dir / 'ckpt-6.data-00000-of-00001').write_bytes(b'garbage' * 1000)
+  before = _snapshot(model_dir)
+  result = helpers.run('train', *args)
+  helpers.assert_fails_with_one_line(result, 'error:', 'checkpoint',
+                                     str(model_dir / 'ckpt-6'))
+  assert _snapshot(model_dir) == before
+
+
+def test_checkpoint_of_another_model_is_an_error(finished_run, tmp_path):
+  model_dir, args = _copy(finished_run, tmp_path)
+  config = json.loads((model_dir / 'config.json').read_text())
+  config['width'] = 16
+  (model_dir / 'config.json').write_text(json.dumps(config))
+  before = _snapshot(model_dir)
+  with pytest.raises(common.TrainError, match='Cannot restore checkpoint'):
+    train.run(_parse(*args, '--width=16'))
+  assert _snapshot(model_dir) == before
+
+
+def test_checkpoint_files_without_their_index_are_an_error(
+    finished_run, tmp_path):
+  model_dir, args = _copy(finished_run, tmp_path)
+  (model_dir / 'checkpoint').unlink()
+  with pytest.raises(common.TrainError, match='no readable checkpoint index'):
+    train.run(_parse(*args))
+
+
+def test_changed_options_are_an_error_naming_them(finished_run, tmp_path):
+  model_dir, args = _copy(finished_run, tmp_path)
+  before = _snapshot(model_dir)
+  with pytest.raises(common.TrainError) as error:
+    train.run(_parse(*args, '--width=16', '--optimizer=adam'))
+  assert 'width: 8 saved, 16 now' in str(error.value)
+  assert "optimizer: 'adamax' saved, 'adam' now" in str(error.value)
+  assert _snapshot(model_dir) == before
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_a_good_checkpoint(
+    tmp_path):
+  model_dir = tmp_path / 'run'
+  result = helpers.run(
+      'train', f'--model_dir={model_dir}', *helpers.TINY, '--steps=30',
+      '--checkpoint_every=1', '--learning_rate=1e6', '--warmup_steps=0')
+  helpers.assert_fails_with_one_line(result, 'error: Training diverged',
+                                     'last good checkpoint')
+  step = _checkpoint_step(model_dir)
+  assert step is not None and step < 30
+  model, _, restored = common.restore_for_inference(str(model_dir))
+  assert restored == step
+  assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+  assert not (model_dir / 'saved_model').exists()
+
+
+@pytest.mark.parametrize('dataset, channels', [
+    ('cifar10', 3),
+    ('downsampled_imagenet/64x64', 3),  # Mocks of odd sizes; no 'test'.
+])
+def test_tfds_datasets(dataset, channels, tmp_path):
+  with tfds.testing.mock_data(num_examples=24):
+    result = train.run(_parse(
+        f'--model_dir={tmp_path}', f'--dataset={dataset}', *helpers.TINY,
+        '--steps=2', '--steps_per_epoch=2'))
+  assert result['step'] == 2 and math.isfinite(result['test_bits_per_dim'])
+  config = json.loads((tmp_path / 'config.json').read_text())
+  assert config['dataset'] == dataset and config['channels'] == channels
+
+
+def test_folder_dataset_skips_a_corrupt_file(tmp_path, caplog):
+  folder = tmp_path / 'images'
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(12):
+    image = rng.integers(0, 256, size=(10 + i, 12, 3), dtype=np.uint8)
+    (folder / f'{i:02d}.png').write_bytes(tf.io.encode_png(image).numpy())
+  (folder / 'corrupt.png').write_bytes(b'not a png')
+  result = train.run(_parse(
+      f'--model_dir={tmp_path / "run"}', f'--dataset=folder:{folder}',
+      *helpers.TINY, '--steps=2', '--steps_per_epoch=2'))
+  assert result['step'] == 2 and math.isfinite(result['test_bits_per_dim'])
+  assert 'Skipped 1 of 13 image files' in caplog.text
+
+
+def _free_port():
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    return sock.getsockname()[1]
+
+
+@pytest.mark.slow  # Two processes that start a gRPC cluster: about a minute.
+def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
+  model_dir = tmp_path / 'run'
+  cluster = {'worker': [f'127.0.0.1:{_free_port()}' for _ in range(2)]}
+  logs = [tmp_path / f'worker{index}.log' for index in range(2)]
+  workers = []
+  for index, log in enumerate(logs):
+    tf_config = json.dumps({'cluster': cluster,
+                            'task': {'type': 'worker', 'index': index}})
+    with open(log, 'w') as output:
+      workers.append(subprocess.Popen(
+          helpers.command('train', '--strategy=multi_worker',
+                          f'--model_dir={model_dir}', *helpers.TINY,
+                          '--steps=4', '--steps_per_epoch=2',
+                          '--checkpoint_every=2'),
+          cwd=helpers.ROOT, env=helpers.env(TF_CONFIG=tf_config),
+          stdout=output, stderr=subprocess.STDOUT))
+  try:
+    for process in workers:
+      process.wait(timeout=300)
+  finally:
+    for process in workers:
+      if process.poll() is None:
+        process.kill()
+  outputs = [log.read_text() for log in logs]
+  for process, output in zip(workers, outputs):
+    assert process.returncode == 0, output[-3000:]
+  bits = [helpers.printed_bits_per_dim(output) for output in outputs]
+  assert bits[0] == pytest.approx(bits[1], abs=1e-4)  # One model, in sync.
+  assert _checkpoint_step(model_dir) == 4
+  assert (model_dir / 'saved_model' / 'saved_model.pb').exists()
+  assert (model_dir / 'samples.png').exists()
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+  result = helpers.run('train', '--strategy=mirrored',
+                       f'--model_dir={tmp_path}', *helpers.TINY, '--steps=2',
+                       '--steps_per_epoch=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert math.isfinite(helpers.printed_bits_per_dim(result.stdout))
+
+
+@pytest.mark.parametrize('args, words', [
+    (('--dataset=nope',), ('nope', 'embedded')),
+    (('--batch_size=-4',), ('batch_size',)),
+    (('--image_size=-8',), ('image_size',)),
+    (('--image_size=12', '--levels=3'), ('12', 'divisible', '8')),
+])
+def test_bad_flags_fail_at_parse_time_with_one_line(args, words, tmp_path):
+  result = helpers.run('train', f'--model_dir={tmp_path}', *args)
+  helpers.assert_fails_with_one_line(result, 'Flags parsing error', *words)
+  assert not os.listdir(tmp_path)
+
+
+def test_missing_folder_fails_with_one_line(tmp_path):
+  result = helpers.run('train', f'--model_dir={tmp_path / "run"}',
+                       f'--dataset=folder:{tmp_path / "missing"}')
+  helpers.assert_fails_with_one_line(result, 'error:', 'does not exist',
+                                     str(tmp_path / 'missing'))
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('args', [
+    ('--width=0',), ('--levels=-1',), ('--kernel_size=4',), ('--n_bits=9',),
+    ('--strategy=tpu',), ('--conv=3x3',), ('--ema=1',),
+    ('--temperatures=0.5,-1',), ('--steps=0',),
+])
+def test_more_bad_flags_are_rejected_at_parse_time(args):
+  with pytest.raises(Exception, match='flag'):
+    _parse(*args)

@@ -1,0 +1,71 @@
+"""Helpers of the train/ command tests: tiny runs, subprocesses, stderr."""
+
+import os
+import re
+import subprocess
+import sys
+
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A flow small enough to train a few steps in seconds.
+TINY = ('--image_size=8', '--levels=2', '--depth=1', '--width=8',
+        '--batch_size=8')
+
+# Lines that TensorFlow's native logger writes to stderr on its own, whatever
+# TF_CPP_MIN_LOG_LEVEL says (e.g. while tensorflow_datasets loads); not ours.
+_NATIVE_LOG = re.compile(
+    r'^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log '
+    r'messages before absl::InitializeLog|To enable the following '
+    r'instructions:)')
+# absl's hint after a flag parsing error.
+_ABSL_HINT = 'Pass --helpshort or --helpfull to see help on flags.'
+
+
+def env(**extra):
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **extra)
+
+
+def command(module, *args):
+  return [sys.executable, '-m', f'train.{module}', *args]
+
+
+def run(module, *args, timeout=240, **popen_kwargs):
+  """Runs `python -m train.MODULE ARGS` from the repository root."""
+  return subprocess.run(
+      command(module, *args), cwd=ROOT, env=env(), capture_output=True,
+      text=True, timeout=timeout, check=False, **popen_kwargs)
+
+
+def message_lines(stderr):
+  """stderr without TensorFlow's native log lines and absl's help hint."""
+  return [line for line in stderr.splitlines()
+          if line.strip() and not _NATIVE_LOG.match(line) and
+          line.strip() != _ABSL_HINT]
+
+
+def assert_fails_with_one_line(result, *words):
+  """Non-zero exit, no traceback, one line on stderr that has `words`."""
+  assert result.returncode != 0, result.stdout + result.stderr
+  assert 'Traceback' not in result.stderr, result.stderr
+  lines = message_lines(result.stderr)
+  assert len(lines) == 1, result.stderr
+  for word in words:
+    assert word in lines[0], lines[0]
+  return lines[0]
+
+
+def printed_bits_per_dim(stdout):
+  """The number of the last line, 'test bits/dim: X'."""
+  last = stdout.strip().splitlines()[-1]
+  assert last.startswith('test bits/dim: '), stdout[-2000:]
+  return float(last.split(':')[1])
+
+
+def parse(define_flags, *args):
+  """Fresh flag values of a command, parsed from `args`."""
+  flag_values = flags.FlagValues()
+  define_flags(flag_values)
+  flag_values(['command', *args])
+  return flag_values

@@ -1,0 +1,80 @@
+"""Bits per dimension of a trained CInC flow on a dataset split.
+
+  python -m train.evaluate --checkpoint_dir=DIR [--dataset=NAME] [--split=test]
+  python -m train.evaluate --saved_model=PATH [--dataset=NAME] [--split=test]
+
+`--checkpoint_dir` is a `train.train` model directory: the flow is rebuilt
+from its config.json and the newest checkpoint, with the averaged (EMA)
+weights if the run kept them (as `train.train` evaluates). `--saved_model` is
+a `cinc_tfp.export` SavedModel. Images are resized to the model's image size
+and dequantized with a fixed seed at the model's bit depth; the number
+printed, `SPLIT bits/dim: X`, is the mean over every image of the split.
+`--dataset` defaults to the run's own dataset (from config.json), or to the
+embedded digits for a SavedModel.
+"""
+
+import os
+
+# Quieter TensorFlow C++ logging unless asked otherwise; before TF loads.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+
+from cinc_tfp import data
+from train import common
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+  """Defines the command's flags in `flag_values`."""
+  fv = flag_values
+  common.define_data_flags(fv, dataset_default=None)
+  flags.DEFINE_string('checkpoint_dir', None,
+                      'Model directory of a train.train run.', flag_values=fv)
+  flags.DEFINE_string('saved_model', None, 'Path of an exported SavedModel.',
+                      flag_values=fv)
+  flags.DEFINE_string('split', None,
+                      "Dataset split; default 'test' ('validation' for the "
+                      'ImageNet variants).', flag_values=fv)
+  flags.DEFINE_integer('batch_size', 256, 'Images per evaluation batch.',
+                       lower_bound=1, flag_values=fv)
+  flags.mark_flags_as_mutual_exclusive(['checkpoint_dir', 'saved_model'],
+                                       required=True, flag_values=fv)
+
+
+def load_split(flow, dataset, split, data_dir):
+  """`uint8` images of a split, at the flow's size, checked for channels."""
+  height, _, channels = flow.image_shape
+  images = data.load_images(dataset, split, height, data_dir)
+  found = int(images.element_spec.shape[-1])
+  if found != channels:
+    raise common.TrainError(
+        f'The model takes images with {channels} channel(s); dataset '
+        f'{dataset!r} has {found}.')
+  return images
+
+
+def run(flag_values=FLAGS):
+  """Evaluates as the flags say; returns `(split, bits_per_dim)`."""
+  flow = common.Flow(flag_values.checkpoint_dir, flag_values.saved_model)
+  dataset = flag_values.dataset or flow.dataset or data.EMBEDDED
+  split = flag_values.split or common.default_eval_split(dataset)
+  images = load_split(flow, dataset, split, flag_values.data_dir)
+  bits = common.mean_bits_per_dim(flow.bits_per_dim, images, flow.n_bits,
+                                  flag_values.batch_size)
+  print(f'{split} bits/dim: {bits:.4f}', flush=True)
+  return split, bits
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise common.TrainError(
+        f'unexpected arguments {argv[1:]}; options are --flags.')
+  run(FLAGS)
+
+
+if __name__ == '__main__':
+  define_flags()
+  common.run_main(main)

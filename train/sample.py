@@ -1,0 +1,149 @@
+"""Samples from a trained CInC flow, or interpolates between two images.
+
+  python -m train.sample --model_dir=DIR --output=samples.png \
+      [--num_samples=64] [--temperature=0.7] [--seed=0]
+  python -m train.sample --saved_model=PATH --output=row.png \
+      --interpolate=3,17 [--steps=8] [--dataset=NAME] [--split=test]
+  python -m train.sample --model_dir=DIR --output=row.png \
+      --interpolate=a.png,b.jpg
+
+The flow comes from a `train.train` model directory (its newest checkpoint,
+EMA weights if kept) or from a `cinc_tfp.export` SavedModel.
+
+Sampling writes `--num_samples` images drawn at `--temperature` (the base
+normal scaled by it, as in Glow) as a square-ish PNG grid. The same `--seed`
+gives the same images.
+
+`--interpolate=A,B` takes two images, each a dataset index (of `--split` of
+`--dataset`, by default the run's dataset, or the embedded digits for a
+SavedModel) or an image file (centre-cropped to a square and resized to the
+model's size). Both are dequantized (seed `--seed`), encoded, and the latents
+`(1 - a) z_A + a z_B` for `a` from 0 to 1 in `--steps + 1` equal steps are
+decoded: a row of the two images with `--steps` frames between them.
+"""
+
+import os
+
+# Quieter TensorFlow C++ logging unless asked otherwise; before TF loads.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from cinc_tfp import data
+from train import common
+from train import evaluate
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+  """Defines the command's flags in `flag_values`."""
+  fv = flag_values
+  common.define_data_flags(fv, dataset_default=None)
+  flags.DEFINE_string('model_dir', None,
+                      'Model directory of a train.train run.', flag_values=fv)
+  flags.DEFINE_string('saved_model', None, 'Path of an exported SavedModel.',
+                      flag_values=fv)
+  flags.DEFINE_string('output', None, 'Path of the PNG to write.',
+                      flag_values=fv)
+  flags.DEFINE_integer('num_samples', 64, 'Number of samples.', lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_float('temperature', 0.7, 'Sampling temperature.',
+                     lower_bound=0., flag_values=fv)
+  flags.DEFINE_integer('seed', 0, 'Seed of the samples (and of the '
+                       'dequantization noise of interpolated images).',
+                       lower_bound=0, flag_values=fv)
+  flags.DEFINE_list('interpolate', None,
+                    'Two images, A,B: dataset indices or image files.',
+                    flag_values=fv)
+  flags.DEFINE_integer('steps', 8, 'Frames between the two images.',
+                       lower_bound=0, flag_values=fv)
+  flags.DEFINE_string('split', None,
+                      "Split of the --interpolate indices; default 'test' "
+                      "('validation' for the ImageNet variants).",
+                      flag_values=fv)
+  flags.mark_flags_as_mutual_exclusive(['model_dir', 'saved_model'],
+                                       required=True, flag_values=fv)
+  flags.mark_flag_as_required('output', flag_values=fv)
+  flags.register_validator(
+      'interpolate', lambda pair: pair is None or len(pair) == 2,
+      '--interpolate takes two images: A,B', flag_values=fv)
+
+
+def _read_image_file(path, image_shape):
+  """A `uint8` image file, centre-cropped to a square, resized."""
+  size, _, channels = image_shape
+  try:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
+                               expand_animations=False)
+  except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
+    raise common.TrainError(
+        f'Cannot read image {path!r}: {common.first_line(error)}') from error
+  side = min(image.shape[0], image.shape[1])
+  image = tf.image.crop_to_bounding_box(image, (image.shape[0] - side) // 2,
+                                        (image.shape[1] - side) // 2, side,
+                                        side)
+  image = tf.image.resize(image, [size, size], antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _endpoints(flow, items, dataset, split, data_dir):
+  """The two `uint8` images named by `--interpolate`."""
+  images = None
+  picked = []
+  for item in items:
+    if not item.isdigit():
+      picked.append(_read_image_file(item, flow.image_shape))
+      continue
+    if images is None:
+      images = evaluate.load_split(flow, dataset, split, data_dir)
+    found = list(images.skip(int(item)).take(1))
+    if not found:
+      raise common.TrainError(
+          f'--interpolate: split {split!r} of {dataset!r} has no image '
+          f'{item}.')
+    picked.append(found[0])
+  return tf.stack(picked)
+
+
+def interpolate(flow, endpoints, steps, seed):
+  """`uint8` images decoded along the line between two images' latents."""
+  x = data.dequantize(endpoints, flow.n_bits, seed=tf.constant([seed, 0]))
+  z = flow.encode(x)
+  alphas = tf.linspace(0., 1., steps + 2)[:, None]
+  frames = flow.decode((1. - alphas) * z[0] + alphas * z[1])
+  return data.quantize(frames, flow.n_bits)
+
+
+def run(flag_values=FLAGS):
+  """Writes the samples or the interpolation; returns the grid written."""
+  fv = flag_values
+  flow = common.Flow(fv.model_dir, fv.saved_model)
+  if fv.interpolate:
+    dataset = fv.dataset or flow.dataset or data.EMBEDDED
+    split = fv.split or common.default_eval_split(dataset)
+    row = interpolate(flow, _endpoints(flow, fv.interpolate, dataset, split,
+                                       fv.data_dir), fv.steps, fv.seed)
+    grid = data.image_grid(np.asarray(row), rows=1)
+  else:
+    images = flow.sample(fv.num_samples, fv.temperature, [fv.seed, 0])
+    grid = data.image_grid(np.asarray(data.quantize(images, flow.n_bits)))
+  os.makedirs(os.path.dirname(os.path.abspath(fv.output)), exist_ok=True)
+  data.write_png(fv.output, grid)
+  print(f'Wrote {fv.output}.', flush=True)
+  return grid
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise common.TrainError(
+        f'unexpected arguments {argv[1:]}; options are --flags.')
+  run(FLAGS)
+
+
+if __name__ == '__main__':
+  define_flags()
+  common.run_main(main)
