@@ -25,7 +25,7 @@ def _positive_int(value, name):
   return int(value)
 
 
-class CIncFlow(keras.Model):
+class CIncFlow(layers.CheckpointsSublayers, keras.Model):
   """A normalizing flow for images, trained by maximum likelihood with `fit`.
 
   Data to latent: `levels` times [squeeze, then `depth` steps of (ActNorm,

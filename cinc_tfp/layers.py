@@ -26,6 +26,20 @@ def _value(weight):
   return tf.convert_to_tensor(weight.value)
 
 
+class CheckpointsSublayers:
+  """Mixin: `tf.train.Checkpoint` reaches the sublayers kept in lists.
+
+  Keras 3 tracks layers held in Python lists, but TensorFlow's checkpoint
+  graph does not follow those lists: add each sublayer by its name.
+  """
+
+  def _trackable_children(self, save_type='checkpoint', **kwargs):
+    children = dict(super()._trackable_children(save_type, **kwargs))
+    for layer in self._layers:
+      children.setdefault(layer.name, layer)
+    return children
+
+
 class ActNormLayer(keras.layers.Layer):
   """Weights of an `ActNorm` (data-initialized) or of a learned Gaussian
   prior with per-channel mean and scale (`data_init=False`, zero start)."""
@@ -116,7 +130,7 @@ class InvertibleConvLayer(keras.layers.Layer):
         _value(self.permutation))
 
 
-class CouplingLayer(keras.layers.Layer):
+class CouplingLayer(CheckpointsSublayers, keras.layers.Layer):
   """Networks of a `QuadCoupling` or an `AffineCoupling`."""
 
   def __init__(self, kind, image_shape, width, scale='sigmoid', seed=0,

@@ -122,6 +122,22 @@ def test_summary_and_parameter_count(capsys):
       int(np.prod(v.shape)) for v in model.weights)
 
 
+@pytest.mark.parametrize('writer', ['tf.train.Checkpoint', 'keras'])
+def test_weights_save_and_restore_exactly(tmp_path, writer):
+  model = tiny_flow()
+  fresh = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=2, width=8, seed=1)
+  if writer == 'keras':
+    model.save_weights(tmp_path / 'flow.weights.h5')
+    fresh.load_weights(tmp_path / 'flow.weights.h5')
+  else:
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / 'ckpt'))
+    tf.train.Checkpoint(model=fresh).read(path).assert_consumed()
+  assert len(fresh.weights) == len(model.weights)
+  for restored, saved in zip(fresh.weights, model.weights):
+    np.testing.assert_array_equal(restored.numpy(), saved.numpy())
+  assert fresh.is_initialized
+
+
 MIRRORED_SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np

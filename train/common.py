@@ -288,14 +288,9 @@ def write_config(model_dir, config):
 
 
 def make_checkpoint(model, optimizer):
-  """A `tf.train.Checkpoint` of every weight of the model and the optimizer.
-
-  The weights are listed one by one (in `model.weights` order): `CIncFlow`
-  keeps its layers in Python lists that TF's checkpoint tracking does not
-  follow, so `tf.train.Checkpoint(model=model)` would miss most of them, the
-  ActNorms' `initialized` flags included.
-  """
-  return tf.train.Checkpoint(weights=list(model.weights), optimizer=optimizer)
+  """A `tf.train.Checkpoint` of every weight of the model (by layer name, the
+  ActNorms' `initialized` flags included) and of the optimizer."""
+  return tf.train.Checkpoint(model=model, optimizer=optimizer)
 
 
 def latest_checkpoint(model_dir):
