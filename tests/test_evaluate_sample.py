@@ -15,6 +15,7 @@ from cinc_tfp import export
 from tests import train_helpers as helpers
 from train import common
 from train import evaluate
+from train import export as export_command
 from train import sample
 from train import train
 
@@ -159,3 +160,19 @@ def test_saved_model_serves_in_a_process_without_cinc_tfp(run_dir):
                           timeout=180, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().endswith('served')
+
+
+def test_export_command_writes_a_saved_model_of_the_checkpoint(run_dir, tmp_path):
+  model_dir, trained_bits = run_dir
+  output = tmp_path / 'exported'
+  export_command.run(helpers.parse(
+      export_command.define_flags, f'--checkpoint_dir={model_dir}',
+      f'--output={output}'))
+  split, bits = evaluate.run(helpers.parse(evaluate.define_flags,
+                                           f'--saved_model={output}'))
+  assert split == 'test'
+  assert bits == pytest.approx(trained_bits, abs=1e-4)
+  result = helpers.run('export', f'--checkpoint_dir={tmp_path / "missing"}')
+  assert result.returncode == 1
+  lines = helpers.message_lines(result.stderr)
+  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
