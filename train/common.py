@@ -456,23 +456,27 @@ def first_line(error):
 EXPECTED_ERRORS = (TrainError, data.DataError, export.ExportError)
 
 
-def run_main(main):
-  """`app.run(main)`, with expected errors as one line and exit status 1.
+def run_main(run):
+  """`app.run` of `run(flags.FLAGS)`, with expected errors as one line.
 
-  Python logging shows warnings and errors unless `--verbosity` is given. An
-  error of `EXPECTED_ERRORS` prints `error: MESSAGE` (the message on one
-  line) to stderr, without a traceback; anything else is a bug and keeps its
-  traceback.
+  Positional arguments are an error (every option is a flag). Python logging
+  shows warnings and errors unless `--verbosity` is given. An error of
+  `EXPECTED_ERRORS` prints `error: MESSAGE` (the message on one line) to
+  stderr and exits with status 1, without a traceback; anything else is a bug
+  and keeps its traceback.
   """
 
-  def wrapped(argv):
+  def main(argv):
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)  # TF's INFO lines are noise here.
     try:
-      return main(argv)
+      if len(argv) > 1:
+        raise TrainError(
+            f'unexpected arguments {argv[1:]}; options are --flags.')
+      run(flags.FLAGS)
     except EXPECTED_ERRORS as error:
       message = ' '.join(str(error).split()) or type(error).__name__
       print(f'error: {message}', file=sys.stderr, flush=True)
       sys.exit(1)
 
-  app.run(wrapped)
+  app.run(main)

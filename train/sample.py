@@ -137,13 +137,6 @@ def run(flag_values=FLAGS):
   return grid
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise common.TrainError(
-        f'unexpected arguments {argv[1:]}; options are --flags.')
-  run(FLAGS)
-
-
 if __name__ == '__main__':
   define_flags()
-  common.run_main(main)
+  common.run_main(run)

@@ -379,13 +379,6 @@ def run(flag_values=FLAGS):
   return {'test_bits_per_dim': bits, 'step': step, 'model_dir': model_dir}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise common.TrainError(
-        f'unexpected arguments {argv[1:]}; options are --flags.')
-  run(FLAGS)
-
-
 if __name__ == '__main__':
   define_flags()
-  common.run_main(main)
+  common.run_main(run)
