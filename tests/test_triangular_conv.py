@@ -66,15 +66,18 @@ def test_many_channels_invertible_iff_det_of_diagonal_tap_nonzero(corner):
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 @pytest.mark.parametrize('kernel_size,corner', list(
-    itertools.product([2, 3, 5], triangular_conv.CORNERS)))
-def test_row_solver_matches_raster_reference(kernel_size, corner, dtype):
+    itertools.product([1, 2, 3, 5], triangular_conv.CORNERS)))
+# (6, 7): rows wider than the kernel; (3, 2): narrower than most kernels.
+@pytest.mark.parametrize('height,width', [(6, 7), (3, 2)])
+def test_row_solver_matches_raster_reference(kernel_size, corner, dtype,
+                                              height, width):
   rng = np.random.default_rng(kernel_size)
   channels = 3
   kernel = triangular_conv.triangular_kernel(
       tf.constant(0.2 * rng.normal(size=[kernel_size] * 2 + [channels] * 2),
                   dtype),
       tf.exp(tf.constant(0.3 * rng.normal(size=[channels]), dtype)), corner)
-  x = tf.constant(rng.normal(size=[2, 6, 7, channels]), dtype)
+  x = tf.constant(rng.normal(size=[2, height, width, channels]), dtype)
   y = triangular_conv.causal_conv2d(x, kernel, corner)
   fast = triangular_conv.solve_rows(y, kernel, corner)
   reference = triangular_conv.solve_raster(y, kernel, corner)

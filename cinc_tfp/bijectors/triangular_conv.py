@@ -10,9 +10,9 @@ substitution once that tap is triangular with a non-zero diagonal.
 Two solvers are provided:
 
 * `solve_rows` works one image row at a time (`H` sequential steps). Within a
-  row the map is a `(W*C) x (W*C)` banded upper-triangular matrix; the rows
-  above enter through `k - 1` more banded matrices. Each step is one matmul
-  over the whole batch.
+  row the map is a `(W*C) x (W*C)` banded block-Toeplitz upper-triangular
+  matrix; the rows above enter through `k - 1` more banded matrices. Each step
+  is `k - 1` matmuls over the whole batch.
 * `solve_raster` is the plain pixel-by-pixel reference (`H*W` steps), kept for
   tests and benchmarks.
 
@@ -106,44 +106,72 @@ def _from_top_left(tensor, corner):
   return tf.reverse(tensor, axes) if axes else tensor
 
 
-def row_bands(kernel, width):
-  """Banded matrices of a top-left causal conv acting on flattened rows.
+def _row_taps(kernel, row):
+  """`[k, C, C]` taps of kernel row `row`; tap `m` reads `m` columns left."""
+  k = kernel.shape[1]
+  return tf.stack([kernel[row, k - 1 - m] for m in range(k)])
 
-  Row `i` of the output, flattened to `[W*C]`, equals
-  `sum_a x_row[i - k + 1 + a] @ bands[a]`.
 
-  Args:
-    kernel: `[k, k, C, C]` kernel.
-    width: image width `W`.
+def _toeplitz_matrix(blocks, width):
+  """`[W*C, W*C]` block upper-triangular Toeplitz matrix of `[n, C, C]` blocks.
 
-  Returns:
-    `[k, W*C, W*C]` tensor; `bands[k-1]` is the within-row matrix.
+  Block `(p, q)` is `blocks[q - p]` for `0 <= q - p < n`, zero otherwise; in a
+  flattened row `r`, `(r @ M)[q] = sum_d r[q - d] @ blocks[d]`.
   """
-  k, channels = kernel.shape[1], kernel.shape[-1]
-  shift = np.zeros([k, width, width])
-  for b in range(k):
-    for q in range(width):
-      p = q - (k - 1) + b
-      if 0 <= p < width:
-        shift[b, p, q] = 1.
-  bands = tf.einsum('bpq,abio->apiqo', tf.constant(shift, kernel.dtype), kernel)
-  return tf.reshape(bands, [-1, width * channels, width * channels])
+  n, channels = blocks.shape[0], blocks.shape[-1]
+  padded = tf.concat([blocks, tf.zeros_like(blocks[:1])], axis=0)
+  index = np.array([[q - p if 0 <= q - p < n else n for q in range(width)]
+                    for p in range(width)])
+  matrix = tf.transpose(tf.gather(padded, index), [0, 2, 1, 3])
+  return tf.reshape(matrix, [width * channels, width * channels])
+
+
+def _inverse_blocks(taps, width):
+  """Blocks `Q_0 .. Q_{W-1}` of the inverse of `_toeplitz_matrix(taps)`.
+
+  `taps[0]` is upper triangular with a non-zero diagonal. Convolving with
+  `taps` and then with `Q` is the identity: `sum_m taps[m] Q_{d-m} = [d = 0]`,
+  so `Q_0 = taps[0]^-1` and `Q_d = -taps[0]^-1 sum_{m>=1} taps[m] Q_{d-m}`.
+  """
+  k, channels = taps.shape[0], taps.shape[-1]
+  tap_inverse = tf.linalg.triangular_solve(
+      taps[0], tf.eye(channels, dtype=taps.dtype), lower=False)
+  if k == 1:
+    return tf.pad(tap_inverse[tf.newaxis], [[0, width - 1], [0, 0], [0, 0]])
+  lead = tf.matmul(tap_inverse, tf.concat([taps[m] for m in range(1, k)], 1))
+  zero = tf.zeros_like(tap_inverse)
+  blocks = [tap_inverse]
+  for d in range(1, width):
+    previous = [blocks[d - m] if d >= m else zero for m in range(1, k)]
+    blocks.append(-tf.matmul(lead, tf.concat(previous, axis=0)))
+  return tf.stack(blocks)
+
+
+def _product_blocks(taps, blocks):
+  """Blocks of `_toeplitz_matrix(taps) @ _toeplitz_matrix(blocks)`."""
+  k, n = taps.shape[0], blocks.shape[0]
+  padded = tf.pad(blocks, [[k - 1, 0], [0, 0], [0, 0]])
+  shifted = tf.stack([padded[k - 1 - j:k - 1 - j + n] for j in range(k)])
+  return tf.einsum('jab,jdbc->dac', taps, shifted)
 
 
 def solve_rows(y, kernel, corner='top_left'):
   """Inverts `causal_conv2d` one image row at a time (`H` steps).
 
-  With `T` the within-row matrix and `A` the matrix of the `k - 1` rows above
-  (see `row_bands`), row `i` satisfies `x_i T = y_i - [x_{i-k+1} .. x_{i-1}] A`.
-  `T` is upper triangular with the tap's diagonal on its diagonal, so `T^-1`
-  is computed once by substitution (`triangular_solve`), and then
+  Flatten row `i` to `[W*C]`. Kernel row `k - 1 - m` maps input row `i - m`
+  to output row `i` through a banded block-Toeplitz matrix `B_m`, so
+  `y_i = sum_m x_{i-m} B_m`. The within-row matrix `T = B_0` is block upper
+  triangular with the (triangular) diagonal tap on its diagonal, so its
+  inverse is block upper-triangular Toeplitz too: its `W` blocks come from a
+  recursion on `C x C` matrices (`_inverse_blocks`), not from a
+  `(W*C)`-sized solve, and so do the blocks of `B_m T^-1`. Then
 
   ```none
-  x_i = y_i T^-1 - [x_{i-k+1} .. x_{i-1}] (A T^-1),
+  x_i = y_i T^-1 - sum_{m=1}^{k-1} x_{i-m} (B_m T^-1),
   ```
 
-  where `y T^-1` is one matmul for all rows and each sequential step is one
-  matmul over the whole batch.
+  where `y T^-1` is one matmul for all rows and each sequential step is
+  `k - 1` matmuls over the whole batch.
 
   Args:
     y: `[B, H, W, C]` output of `causal_conv2d(x, kernel, corner)`; `H`, `W`
@@ -160,22 +188,22 @@ def solve_rows(y, kernel, corner='top_left'):
   _, height, width, channels = y.shape
   k = kernel.shape[0]
   row_size = width * channels
-  bands = row_bands(kernel, width)
-  within_row_inverse = tf.linalg.triangular_solve(
-      bands[k - 1], tf.eye(row_size, dtype=y.dtype), lower=False)
-  rows_above = tf.matmul(
-      tf.reshape(bands[:k - 1], [(k - 1) * row_size, row_size]),
-      within_row_inverse)
+  inverse_blocks = _inverse_blocks(_row_taps(kernel, k - 1), width)
+  within_row_inverse = _toeplitz_matrix(inverse_blocks, width)
+  rows_above = {
+      m: _toeplitz_matrix(
+          _product_blocks(_row_taps(kernel, k - 1 - m), inverse_blocks), width)
+      for m in range(1, k)}
   # [H, B, W*C]: each row of every image, already multiplied by T^-1.
-  y_rows = tf.einsum('bhp,pq->hbq', tf.reshape(y, [-1, height, row_size]),
-                     within_row_inverse)
-  zero_row = tf.zeros_like(y_rows[0])
+  y_rows = tf.unstack(tf.einsum(
+      'bhp,pq->hbq', tf.reshape(y, [-1, height, row_size]),
+      within_row_inverse))
   x_rows = []
   for i in range(height):
     x_row = y_rows[i]
-    if k > 1:
-      above = [x_rows[r] if r >= 0 else zero_row for r in range(i - k + 1, i)]
-      x_row -= tf.matmul(tf.concat(above, axis=1), rows_above)
+    # Farthest rows first: the nearest one, solved last, ends the chain.
+    for m in range(min(i, k - 1), 0, -1):
+      x_row -= tf.matmul(x_rows[i - m], rows_above[m])
     x_rows.append(x_row)
   x = tf.reshape(tf.stack(x_rows, axis=1), [-1, height, width, channels])
   return _from_top_left(x, corner)
