@@ -11,14 +11,15 @@ Two solvers are provided:
 
 * `solve_rows` works one image row at a time (`H` sequential steps). Within a
   row the map is a `(W*C) x (W*C)` banded block-Toeplitz upper-triangular
-  matrix; the rows above enter through `k - 1` more banded matrices. Each step
-  is `k - 1` matmuls over the whole batch.
+  matrix; the rows above enter through `k - 1` more banded matrices (see
+  `row_matrices`). Each step is `k - 1` matmuls over the whole batch.
 * `solve_raster` is the plain pixel-by-pixel reference (`H*W` steps), kept for
   tests and benchmarks.
 
 Both are pure TensorFlow ops, so they run in `tf.function`, under XLA and in
-a SavedModel. Other corners are handled by flipping the image and the kernel
-so that the padded corner becomes the top-left one.
+a SavedModel. Other corners are handled as the top-left one with a flipped
+kernel: the raster reference flips the image too, the row solver only its
+order of rows and of pixels within a row.
 
 Channel convention: `y[..., o] = sum_i x[..., i] K[a, b, i, o]` (TF's HWIO
 layout). The diagonal tap is upper triangular in `(i, o)`, i.e. output channel
@@ -94,11 +95,18 @@ def causal_conv2d(x, kernel, corner='top_left'):
   return tf.nn.conv2d(x, kernel, strides=1, padding='VALID')
 
 
+def _top_left_kernel(kernel, corner):
+  """`kernel` flipped so that `corner` becomes the top-left one."""
+  axes = _flipped_axes(corner)
+  return tf.reverse(kernel, [a - 1 for a in axes]) if axes else kernel
+
+
 def _to_top_left(tensor, kernel, corner):
+  """Flips `tensor` (`[B, H, W, C]`) and `kernel` so `corner` is top-left."""
   axes = _flipped_axes(corner)
   if not axes:
     return tensor, kernel
-  return tf.reverse(tensor, axes), tf.reverse(kernel, [a - 1 for a in axes])
+  return tf.reverse(tensor, axes), _top_left_kernel(kernel, corner)
 
 
 def _from_top_left(tensor, corner):
@@ -106,32 +114,14 @@ def _from_top_left(tensor, corner):
   return tf.reverse(tensor, axes) if axes else tensor
 
 
-def _row_taps(kernel, row):
-  """`[k, C, C]` taps of kernel row `row`; tap `m` reads `m` columns left."""
-  k = kernel.shape[1]
-  return tf.stack([kernel[row, k - 1 - m] for m in range(k)])
-
-
-def _toeplitz_matrix(blocks, width):
-  """`[W*C, W*C]` block upper-triangular Toeplitz matrix of `[n, C, C]` blocks.
-
-  Block `(p, q)` is `blocks[q - p]` for `0 <= q - p < n`, zero otherwise; in a
-  flattened row `r`, `(r @ M)[q] = sum_d r[q - d] @ blocks[d]`.
-  """
-  n, channels = blocks.shape[0], blocks.shape[-1]
-  padded = tf.concat([blocks, tf.zeros_like(blocks[:1])], axis=0)
-  index = np.array([[q - p if 0 <= q - p < n else n for q in range(width)]
-                    for p in range(width)])
-  matrix = tf.transpose(tf.gather(padded, index), [0, 2, 1, 3])
-  return tf.reshape(matrix, [width * channels, width * channels])
-
-
 def _inverse_blocks(taps, width):
-  """Blocks `Q_0 .. Q_{W-1}` of the inverse of `_toeplitz_matrix(taps)`.
+  """Blocks `Q_0 .. Q_{W-1}` of the inverse of a block-Toeplitz row matrix.
 
-  `taps[0]` is upper triangular with a non-zero diagonal. Convolving with
-  `taps` and then with `Q` is the identity: `sum_m taps[m] Q_{d-m} = [d = 0]`,
-  so `Q_0 = taps[0]^-1` and `Q_d = -taps[0]^-1 sum_{m>=1} taps[m] Q_{d-m}`.
+  The matrix maps a row `x` (pixels `q`, `C` channels each) to
+  `r_q = sum_m x_{q-m} taps[m]`, with `taps[0]` upper triangular with a
+  non-zero diagonal. Its inverse is `x_q = sum_d r_{q-d} Q_d`, and composing
+  the two is the identity: `sum_m taps[m] Q_{d-m} = [d = 0] I`, so
+  `Q_0 = taps[0]^-1` and `Q_d = -taps[0]^-1 sum_{m>=1} taps[m] Q_{d-m}`.
   """
   k, channels = taps.shape[0], taps.shape[-1]
   tap_inverse = tf.linalg.triangular_solve(
@@ -147,31 +137,62 @@ def _inverse_blocks(taps, width):
   return tf.stack(blocks)
 
 
-def _product_blocks(taps, blocks):
-  """Blocks of `_toeplitz_matrix(taps) @ _toeplitz_matrix(blocks)`."""
-  k, n = taps.shape[0], blocks.shape[0]
-  padded = tf.pad(blocks, [[k - 1, 0], [0, 0], [0, 0]])
-  shifted = tf.stack([padded[k - 1 - j:k - 1 - j + n] for j in range(k)])
-  return tf.einsum('jab,jdbc->dac', taps, shifted)
+def row_matrices(kernel, width, mirrored=False):
+  """`[k, W*C, W*C]` matrices of the row-wise inverse of a top-left conv.
+
+  Flatten image row `i` to `[W*C]`. Kernel row `k - 1 - m` maps input row
+  `i - m` to output row `i` through a banded block-Toeplitz matrix `B_m`, so
+  `y_i = sum_m x_{i-m} B_m`; `T = B_0` is block upper triangular with the
+  diagonal tap on its diagonal. Returns `B_m T^-1` at index `k - 1 - m` (so
+  `T^-1` last). All are block upper-triangular Toeplitz: their `W` blocks of
+  `C x C` come from `_inverse_blocks` and one matmul, never from a
+  `(W*C)`-sized solve.
+
+  Args:
+    kernel: `[k, k, C, C]` top-left kernel, diagonal tap upper triangular.
+    width: image width `W`.
+    mirrored: lay the pixels of a row out right to left (the matrices of the
+      image flipped left-right, without flipping it).
+  """
+  k, channels = kernel.shape[0], kernel.shape[-1]
+  taps = tf.reverse(kernel, [1])  # taps[a, m] = kernel[a, k - 1 - m].
+  inverse = _inverse_blocks(taps[k - 1], width)
+  blocks = inverse[tf.newaxis]
+  if k > 1:
+    # Blocks of B_m T^-1 are sum_j taps[k-1-m, j] Q_{d-j}: one matmul for all m.
+    padded = tf.pad(inverse, [[k - 1, 0], [0, 0], [0, 0]])
+    shifted = tf.stack([padded[k - 1 - j:k - 1 - j + width] for j in range(k)])
+    taps_above = tf.reshape(tf.transpose(taps[:k - 1], [0, 2, 1, 3]),
+                            [(k - 1) * channels, k * channels])
+    shifted = tf.reshape(tf.transpose(shifted, [0, 2, 1, 3]),
+                         [k * channels, width * channels])
+    products = tf.reshape(tf.matmul(taps_above, shifted),
+                          [k - 1, channels, width, channels])
+    blocks = tf.concat([tf.transpose(products, [0, 2, 1, 3]), blocks], 0)
+  # Block (p, q) of each matrix is blocks[q - p] for q >= p, else zero.
+  blocks = tf.pad(blocks, [[0, 0], [0, 1], [0, 0], [0, 0]])
+  pixels = np.arange(width)
+  if mirrored:
+    pixels = pixels[::-1]
+  offsets = pixels[np.newaxis, :] - pixels[:, np.newaxis]
+  matrices = tf.gather(blocks, np.where(offsets >= 0, offsets, width), axis=1)
+  return tf.reshape(tf.transpose(matrices, [0, 1, 3, 2, 4]),
+                    [k, width * channels, width * channels])
 
 
 def solve_rows(y, kernel, corner='top_left'):
   """Inverts `causal_conv2d` one image row at a time (`H` steps).
 
-  Flatten row `i` to `[W*C]`. Kernel row `k - 1 - m` maps input row `i - m`
-  to output row `i` through a banded block-Toeplitz matrix `B_m`, so
-  `y_i = sum_m x_{i-m} B_m`. The within-row matrix `T = B_0` is block upper
-  triangular with the (triangular) diagonal tap on its diagonal, so its
-  inverse is block upper-triangular Toeplitz too: its `W` blocks come from a
-  recursion on `C x C` matrices (`_inverse_blocks`), not from a
-  `(W*C)`-sized solve, and so do the blocks of `B_m T^-1`. Then
+  With the matrices of `row_matrices`,
 
   ```none
   x_i = y_i T^-1 - sum_{m=1}^{k-1} x_{i-m} (B_m T^-1),
   ```
 
   where `y T^-1` is one matmul for all rows and each sequential step is
-  `k - 1` matmuls over the whole batch.
+  `k - 1` matmuls over the whole batch. Other corners run the rows bottom-up
+  and/or lay the pixels of a row out right to left; the image itself is
+  never flipped.
 
   Args:
     y: `[B, H, W, C]` output of `causal_conv2d(x, kernel, corner)`; `H`, `W`
@@ -184,29 +205,29 @@ def solve_rows(y, kernel, corner='top_left'):
     `x` with `causal_conv2d(x, kernel, corner) == y`.
   """
   check_corner(corner)
-  y, kernel = _to_top_left(y, kernel, corner)
+  kernel = _top_left_kernel(kernel, corner)
   _, height, width, channels = y.shape
   k = kernel.shape[0]
   row_size = width * channels
-  inverse_blocks = _inverse_blocks(_row_taps(kernel, k - 1), width)
-  within_row_inverse = _toeplitz_matrix(inverse_blocks, width)
-  rows_above = {
-      m: _toeplitz_matrix(
-          _product_blocks(_row_taps(kernel, k - 1 - m), inverse_blocks), width)
-      for m in range(1, k)}
-  # [H, B, W*C]: each row of every image, already multiplied by T^-1.
-  y_rows = tf.unstack(tf.einsum(
-      'bhp,pq->hbq', tf.reshape(y, [-1, height, row_size]),
-      within_row_inverse))
+  matrices = row_matrices(kernel, width, mirrored=corner.endswith('right'))
+  # Each row of every image, already multiplied by T^-1.
+  y_rows = tf.unstack(tf.reshape(
+      tf.matmul(tf.reshape(y, [-1, row_size]), matrices[k - 1]),
+      [-1, height, row_size]), axis=1)
+  bottom_up = corner.startswith('bottom')
+  if bottom_up:
+    y_rows.reverse()
   x_rows = []
   for i in range(height):
     x_row = y_rows[i]
-    # Farthest rows first: the nearest one, solved last, ends the chain.
+    # Farthest rows first, so that the nearest one, solved last, ends the
+    # chain of dependent operations.
     for m in range(min(i, k - 1), 0, -1):
-      x_row -= tf.matmul(x_rows[i - m], rows_above[m])
+      x_row -= tf.matmul(x_rows[i - m], matrices[k - 1 - m])
     x_rows.append(x_row)
-  x = tf.reshape(tf.stack(x_rows, axis=1), [-1, height, width, channels])
-  return _from_top_left(x, corner)
+  if bottom_up:
+    x_rows.reverse()
+  return tf.reshape(tf.stack(x_rows, axis=1), [-1, height, width, channels])
 
 
 def solve_raster(y, kernel, corner='top_left'):
