@@ -6,7 +6,7 @@ Usage:
       [--shapes=32x32x3,16x16x12,8x8x48] [--raster_repeats=3] [--jit]
   python -m train.benchmark models [--image_shape=32x32x3] [--levels=3]
       [--depth=8] [--width=128] [--num_samples=100] [--batch_size_train=64]
-      [--repeats=5] [--paper_size]
+      [--repeats=9] [--paper_size]
 
 `layers` times, for each image shape HxWxC, CInC (3x3) forward and inverse
 (row-wise solver and the pixel-by-pixel raster reference), Emerging forward
@@ -299,7 +299,7 @@ def time_models(image_shape, levels, depth, width, num_samples, batch_size,
 
 
 def run_models(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
-               num_samples=100, batch_size=64, repeats=5, paper_size=False):
+               num_samples=100, batch_size=64, repeats=9, paper_size=False):
   """Runs the `models` benchmark and returns its report (two tables, notes)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   configs = [(levels, depth, width)]
@@ -352,7 +352,7 @@ def _models_from_flags():
   return run_models(
       parse_shapes(FLAGS.image_shape, '--image_shape')[0], FLAGS.levels,
       FLAGS.depth, FLAGS.width, FLAGS.num_samples, FLAGS.batch_size_train,
-      FLAGS.repeats or 5, FLAGS.paper_size)
+      FLAGS.repeats or 9, FLAGS.paper_size)
 
 
 # Benchmark name -> function of no arguments (reading FLAGS) returning a report.
@@ -365,7 +365,7 @@ def _define_flags():
                        lower_bound=1)
   flags.DEFINE_integer(
       'repeats', None, 'Timed calls per candidate (median); default 20 for '
-      'layers, 5 for models.', lower_bound=1)
+      'layers, 9 for models.', lower_bound=1)
   flags.DEFINE_string('shapes', '32x32x3,16x16x12,8x8x48',
                       'Comma-separated image shapes HxWxC (layers).')
   flags.DEFINE_integer('raster_repeats', 3,
