@@ -51,30 +51,51 @@ def test_layers_report_has_every_candidate_and_ratio():
 
 def test_models_report_has_every_model_and_ratio():
   report = benchmark.run_models(image_shape=(8, 8, 3), levels=2, depth=1,
-                                width=8, num_samples=2, batch_size=2, repeats=1)
+                                width=32, num_samples=2, batch_size=2,
+                                repeats=1)
   header = report.splitlines()[0]
   for field in ('TF ', 'image 8x8x3', '2 samples', 'train batch 2', 'CPUs ',
                 'median of 1'):
     assert field in header
   timings = _table(report, 'sample 2 ms', first='config')
-  assert timings[0] == ['config', 'model', 'params', 'sample 2 ms',
+  assert timings[0] == ['config', 'model', 'width', 'params', 'sample 2 ms',
                         'train step 2 ms']
   assert [row[1] for row in timings[1:]] == [m[0] for m in benchmark._MODELS]
   params = {}
-  for config, name, count, sample_ms, train_ms in timings[1:]:
-    assert config == 'L2 D1 w8'
-    params[name] = int(count.replace(',', ''))
+  widths = {}
+  for config, name, width, count, sample_ms, train_ms in timings[1:]:
+    assert config == 'L2 D1 w32'
+    params[name], widths[name] = int(count.replace(',', '')), int(width)
     assert params[name] > 0 and float(sample_ms) > 0 and float(train_ms) > 0
-  # TFP's Glow is sized to within a few percent of ours.
-  assert abs(params['TFP Glow'] / params['Glow'] - 1) < 0.05
+  assert widths['Glow'] == widths['CInC+quad'] == 32
+  # TFP's Glow and the narrower quad flow are sized to within a few percent
+  # of ours.
+  assert widths['CInC+quad, Glow params'] < 32
+  for name in ('TFP Glow', 'CInC+quad, Glow params'):
+    assert abs(params[name] / params['Glow'] - 1) < 0.05
   ratios = _table(report, 'target', first='ratio')
-  assert ratios[0] == ['ratio', 'target', 'L2 D1 w8']
+  assert ratios[0] == ['ratio', 'target', 'L2 D1 w32']
   assert [row[0] for row in ratios[1:]] == [r[0] for r in benchmark._MODEL_RATIOS]
   for _, target, cell in ratios[1:]:
     assert target.startswith(('<= ', '>= ')) and target.endswith('x')
     assert cell.endswith((' meets', ' MISSES'))
     assert float(cell.split('x')[0]) > 0
   assert 'num_steps_per_block=1' in report and 'num_hidden=' in report
+
+
+def test_matched_flow_width_is_the_closest_width():
+  from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
+  shape, levels, depth = (8, 8, 4), 2, 1
+  count = lambda width: benchmark._count(flow.CIncFlow(
+      shape, levels, depth, width, conv='cinc',
+      coupling='quad').trainable_variables)
+  matched = lambda target: benchmark._matched_flow_width(
+      shape, levels, depth, 'cinc', 'quad', target)
+  at_40, at_41 = count(40), count(41)
+  assert matched(at_40) == 40
+  assert matched((3 * at_40 + at_41) / 4) == 40
+  assert matched((at_40 + 3 * at_41) / 4) == 41
+  assert matched(1) == 1  # Below every count: the narrowest flow.
 
 
 @pytest.mark.parametrize('text, expected', [

@@ -17,9 +17,9 @@ each round, so that machine noise hits them alike. Absolute times drift on a
 shared machine: only the ratios, measured side by side, are meaningful.
 
 `models` times whole `CIncFlow`s (CInC+quad, CInC+affine, Emerging+affine and
-Glow = 1x1+affine) and TFP's own `tfb.Glow` (the same number of steps, its
-coupling networks' hidden width picked to match the Glow row's parameter
-count): drawing `--num_samples` images, and one Adam step on the
+Glow = 1x1+affine, at `--width`; CInC+quad again with the width that matches
+the Glow row's parameter count) and TFP's own `tfb.Glow` (the same number of
+steps, its coupling networks' hidden width matched the same way): drawing `--num_samples` images, and one Adam step on the
 log-likelihood of a batch of `--batch_size_train` random images, each a
 `tf.function` traced once and warmed up, timed interleaved as above. With
 `--paper_size` it repeats all of it at the paper's L=3, D=32, width 512 (slow).
@@ -167,22 +167,29 @@ def run_layers(batch_size=100, repeats=20, shapes=((32, 32, 3),),
   return '\n\n'.join([header, _markdown(timing_rows), _markdown(ratio_rows)])
 
 
-# Rows of the `models` table: (name, conv, coupling) of a `CIncFlow`, or no
-# conv for TFP's own `tfb.Glow`, sized after the 'Glow' row.
+# Rows of the `models` table: (name, conv, coupling, width) of a `CIncFlow`,
+# or no conv for TFP's own `tfb.Glow`. Width `None` is the `--width` flag;
+# 'matched' picks the width that brings the parameter count closest to the
+# 'Glow' row's (TFP's Glow likewise, through its networks' hidden width).
 _MODELS = (
-    ('CInC+quad', 'cinc', 'quad'),
-    ('CInC+affine', 'cinc', 'affine'),
-    ('Emerging+affine', 'emerging', 'affine'),
-    ('Glow', '1x1', 'affine'),
-    ('TFP Glow', None, None),
+    ('CInC+quad', 'cinc', 'quad', None),
+    ('CInC+quad, Glow params', 'cinc', 'quad', 'matched'),
+    ('CInC+affine', 'cinc', 'affine', None),
+    ('Emerging+affine', 'emerging', 'affine', None),
+    ('Glow', '1x1', 'affine', None),
+    ('TFP Glow', None, None, 'matched'),
 )
 # (ratio, numerator row, denominator row, timing, target comparison, bound).
 _MODEL_RATIOS = (
     ('CInC+quad / Glow sampling', 'CInC+quad', 'Glow', 'sample', '<=', 1.2),
+    ('CInC+quad, Glow params / Glow sampling', 'CInC+quad, Glow params',
+     'Glow', 'sample', '<=', 1.2),
     ('CInC+affine / Glow sampling', 'CInC+affine', 'Glow', 'sample', '<=', 1.2),
     ('Emerging+affine / CInC+affine sampling', 'Emerging+affine',
      'CInC+affine', 'sample', '>=', 1.8),
     ('CInC+quad / Glow train step', 'CInC+quad', 'Glow', 'train', '<=', 1.1),
+    ('CInC+quad, Glow params / Glow train step', 'CInC+quad, Glow params',
+     'Glow', 'train', '<=', 1.1),
     ('CInC+affine / Glow train step', 'CInC+affine', 'Glow', 'train', '<=',
      1.1),
 )
@@ -208,6 +215,25 @@ def _cinc_flow(image_shape, levels, depth, width, conv, coupling, x,
       lambda seed: tf.reduce_sum(model.sample(num_samples, seed=seed)))
   step = tf.function(lambda x: model.train_step(x)['bits_per_dim'])
   return _count(model.trainable_variables), sample, step
+
+
+def _matched_flow_width(image_shape, levels, depth, conv, coupling, target):
+  """The `CIncFlow` width whose parameter count is closest to `target`.
+
+  The count is a quadratic in the width (each network has one width x width
+  convolution, the rest is linear in it or fixed), so three counts fix it.
+  """
+  from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
+  count = lambda width: _count(flow.CIncFlow(
+      image_shape, levels, depth, width, conv=conv,
+      coupling=coupling).trainable_variables)
+  p1, p2, p3 = count(1), count(2), count(3)
+  a = (p3 - 2 * p2 + p1) / 2
+  b = p2 - p1 - 3 * a
+  c = p1 - a - b
+  root = (-b + math.sqrt(max(b * b - 4 * a * (c - target), 0.))) / (2 * a)
+  return min({max(1, math.floor(root)), max(1, math.floor(root) + 1)},
+             key=lambda w: abs(a * w * w + b * w + c - target))
 
 
 def _tfp_glow(image_shape, levels, steps, hidden, input_channels=None):
@@ -275,27 +301,33 @@ def _tfp_glow_functions(glow, x, num_samples, n_bits=8):
 
 def time_models(image_shape, levels, depth, width, num_samples, batch_size,
                 repeats, seed=0):
-  """({row: (parameters, sampling ms, train-step ms)}, TFP Glow's hidden
-  width): medians of `repeats` interleaved calls after a warm-up."""
+  """{row: (parameters, width, sampling ms, train-step ms)}: medians of
+  `repeats` interleaved calls after a warm-up (width: the coupling networks'
+  hidden width, `num_hidden` for TFP's Glow)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   x = tf.random.stateless_uniform([batch_size, *image_shape], [seed, 1],
                                   minval=-0.5, maxval=0.5)
   sample_seed = tf.constant([seed, 2])
-  parameters, calls = {}, {}
-  for name, conv, coupling in _MODELS:
-    if conv:
-      parameters[name], sample, step = _cinc_flow(
-          image_shape, levels, depth, width, conv, coupling, x, num_samples)
-    else:
-      glow, hidden = _matched_tfp_glow(image_shape, levels, depth, width,
-                                       parameters['Glow'])
+  parameters, calls, widths = {}, {}, {}
+  # Rows matched to Glow's parameter count are built after the others.
+  for name, conv, coupling, row_width in sorted(
+      _MODELS, key=lambda row: row[3] == 'matched'):
+    if conv is None:
+      glow, widths[name] = _matched_tfp_glow(image_shape, levels, depth,
+                                             width, parameters['Glow'])
       parameters[name], sample, step = _tfp_glow_functions(glow, x,
                                                            num_samples)
+    else:
+      widths[name] = width if row_width is None else _matched_flow_width(
+          image_shape, levels, depth, conv, coupling, parameters['Glow'])
+      parameters[name], sample, step = _cinc_flow(
+          image_shape, levels, depth, widths[name], conv, coupling, x,
+          num_samples)
     calls[name, 'sample'] = functools.partial(sample, sample_seed)
     calls[name, 'train'] = functools.partial(step, x)
   ms = _median_ms(calls, dict.fromkeys(calls, repeats))
-  return {name: (parameters[name], ms[name, 'sample'], ms[name, 'train'])
-          for name, _, _ in _MODELS}, hidden
+  return {name: (parameters[name], widths[name], ms[name, 'sample'],
+                 ms[name, 'train']) for name, _, _, _ in _MODELS}
 
 
 def run_models(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
@@ -308,28 +340,31 @@ def run_models(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
   header = (f'TF {tf.__version__} | image {"x".join(map(str, image_shape))} | '
             f'{num_samples} samples | train batch {batch_size} | CPUs '
             f'{_cpus()} | median of {repeats}')
-  timing_rows = [['config', 'model', 'params', f'sample {num_samples} ms',
-                  f'train step {batch_size} ms']]
+  timing_rows = [['config', 'model', 'width', 'params',
+                  f'sample {num_samples} ms', f'train step {batch_size} ms']]
   labels, results, notes = [], [], []
   for config in configs:
     label = 'L{} D{} w{}'.format(*config)
-    result, hidden = time_models(image_shape, *config, num_samples, batch_size,
-                                 repeats)
+    result = time_models(image_shape, *config, num_samples, batch_size,
+                         repeats)
     labels.append(label)
     results.append(result)
-    for name, (count, sample_ms, train_ms) in result.items():
-      timing_rows.append(
-          [label, name, f'{count:,}', f'{sample_ms:.1f}', f'{train_ms:.1f}'])
-    ours, theirs = result['Glow'][0], result['TFP Glow'][0]
+    for name, (count, row_width, sample_ms, train_ms) in result.items():
+      timing_rows.append([label, name, str(row_width), f'{count:,}',
+                          f'{sample_ms:.1f}', f'{train_ms:.1f}'])
+    ours = result['Glow'][0]
+    for name in ('CInC+quad, Glow params', 'TFP Glow'):
+      count, row_width = result[name][:2]
+      notes.append(f'{name} at {label}: width {row_width}, {count:,} '
+                   f'parameters vs {ours:,} for Glow ({count / ours - 1:+.2%}).')
     notes.append(
-        f'TFP Glow at {label}: tfb.Glow(num_glow_blocks={config[0]}, '
-        f'num_steps_per_block={config[1]}), GlowDefaultNetwork(num_hidden='
-        f'{hidden}): {theirs:,} parameters vs {ours:,} for Glow '
-        f'({theirs / ours - 1:+.2%}).')
+        f'TFP Glow is tfb.Glow(num_glow_blocks={config[0]}, '
+        f'num_steps_per_block={config[1]}) with GlowDefaultNetwork(num_hidden='
+        f'{result["TFP Glow"][1]}).')
   ratio_rows = [['ratio', 'target'] + labels]
   for title, numerator, denominator, timing, comparison, bound in _MODEL_RATIOS:
     cells = [title, f'{comparison} {bound}x']
-    column = 1 if timing == 'sample' else 2
+    column = 2 if timing == 'sample' else 3
     for result in results:
       ratio = result[numerator][column] / result[denominator][column]
       meets = ratio <= bound if comparison == '<=' else ratio >= bound
