@@ -70,8 +70,8 @@ def test_models_report_has_every_model_and_ratio():
   assert widths['Glow'] == widths['CInC+quad'] == 32
   # TFP's Glow and the narrower quad flow are sized to within a few percent
   # of ours.
-  assert widths['CInC+quad, Glow params'] < 32
-  for name in ('TFP Glow', 'CInC+quad, Glow params'):
+  assert widths['CInC+quad (Glow params)'] < 32
+  for name in ('TFP Glow', 'CInC+quad (Glow params)'):
     assert abs(params[name] / params['Glow'] - 1) < 0.05
   ratios = _table(report, 'target', first='ratio')
   assert ratios[0] == ['ratio', 'target', 'L2 D1 w32']
@@ -81,6 +81,18 @@ def test_models_report_has_every_model_and_ratio():
     assert cell.endswith((' meets', ' MISSES'))
     assert float(cell.split('x')[0]) > 0
   assert 'num_steps_per_block=1' in report and 'num_hidden=' in report
+
+
+def test_models_report_on_some_rows():
+  report = benchmark.run_models(image_shape=(8, 8, 3), levels=2, depth=1,
+                                width=8, num_samples=2, batch_size=2,
+                                repeats=1, models=['Glow', 'CInC+affine'])
+  timings = _table(report, 'sample 2 ms', first='config')
+  assert [row[1] for row in timings[1:]] == ['CInC+affine', 'Glow']
+  ratios = {row[0]: row[2] for row in _table(report, 'target', first='ratio')}
+  assert ratios['CInC+affine / Glow sampling'].endswith(('meets', 'MISSES'))
+  assert ratios['CInC+quad / Glow sampling'] == '-'
+  assert 'TFP Glow' not in report
 
 
 def test_matched_flow_width_is_the_closest_width():
@@ -128,6 +140,8 @@ def test_unknown_benchmark_fails_with_one_line():
     ('models', '--image_shape=32x32', 'image_shape'),
     ('models', '--levels=0', 'levels'),
     ('models', '--batch_size_train=0', 'batch_size_train'),
+    ('models', '--models=Glow,Nope', 'models'),
+    ('models', '--models=CInC+affine,TFP Glow', 'models'),
 ])
 def test_bad_flag_fails_clearly(benchmark_name, flag, name):
   result = _run(benchmark_name, flag)

@@ -6,7 +6,7 @@ Usage:
       [--shapes=32x32x3,16x16x12,8x8x48] [--raster_repeats=3] [--jit]
   python -m train.benchmark models [--image_shape=32x32x3] [--levels=3]
       [--depth=8] [--width=128] [--num_samples=100] [--batch_size_train=64]
-      [--repeats=9] [--paper_size]
+      [--repeats=9] [--paper_size] [--models=CInC+affine,Glow]
 
 `layers` times, for each image shape HxWxC, CInC (3x3) forward and inverse
 (row-wise solver and the pixel-by-pixel raster reference), Emerging forward
@@ -173,7 +173,7 @@ def run_layers(batch_size=100, repeats=20, shapes=((32, 32, 3),),
 # 'Glow' row's (TFP's Glow likewise, through its networks' hidden width).
 _MODELS = (
     ('CInC+quad', 'cinc', 'quad', None),
-    ('CInC+quad, Glow params', 'cinc', 'quad', 'matched'),
+    ('CInC+quad (Glow params)', 'cinc', 'quad', 'matched'),
     ('CInC+affine', 'cinc', 'affine', None),
     ('Emerging+affine', 'emerging', 'affine', None),
     ('Glow', '1x1', 'affine', None),
@@ -182,13 +182,13 @@ _MODELS = (
 # (ratio, numerator row, denominator row, timing, target comparison, bound).
 _MODEL_RATIOS = (
     ('CInC+quad / Glow sampling', 'CInC+quad', 'Glow', 'sample', '<=', 1.2),
-    ('CInC+quad, Glow params / Glow sampling', 'CInC+quad, Glow params',
+    ('CInC+quad (Glow params) / Glow sampling', 'CInC+quad (Glow params)',
      'Glow', 'sample', '<=', 1.2),
     ('CInC+affine / Glow sampling', 'CInC+affine', 'Glow', 'sample', '<=', 1.2),
     ('Emerging+affine / CInC+affine sampling', 'Emerging+affine',
      'CInC+affine', 'sample', '>=', 1.8),
     ('CInC+quad / Glow train step', 'CInC+quad', 'Glow', 'train', '<=', 1.1),
-    ('CInC+quad, Glow params / Glow train step', 'CInC+quad, Glow params',
+    ('CInC+quad (Glow params) / Glow train step', 'CInC+quad (Glow params)',
      'Glow', 'train', '<=', 1.1),
     ('CInC+affine / Glow train step', 'CInC+affine', 'Glow', 'train', '<=',
      1.1),
@@ -300,18 +300,20 @@ def _tfp_glow_functions(glow, x, num_samples, n_bits=8):
 
 
 def time_models(image_shape, levels, depth, width, num_samples, batch_size,
-                repeats, seed=0):
+                repeats, models=None, seed=0):
   """{row: (parameters, width, sampling ms, train-step ms)}: medians of
   `repeats` interleaved calls after a warm-up (width: the coupling networks'
-  hidden width, `num_hidden` for TFP's Glow)."""
+  hidden width, `num_hidden` for TFP's Glow), for the rows named in `models`
+  (default: all)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   x = tf.random.stateless_uniform([batch_size, *image_shape], [seed, 1],
                                   minval=-0.5, maxval=0.5)
   sample_seed = tf.constant([seed, 2])
   parameters, calls, widths = {}, {}, {}
   # Rows matched to Glow's parameter count are built after the others.
+  rows = [row for row in _MODELS if models is None or row[0] in models]
   for name, conv, coupling, row_width in sorted(
-      _MODELS, key=lambda row: row[3] == 'matched'):
+      rows, key=lambda row: row[3] == 'matched'):
     if conv is None:
       glow, widths[name] = _matched_tfp_glow(image_shape, levels, depth,
                                              width, parameters['Glow'])
@@ -327,13 +329,30 @@ def time_models(image_shape, levels, depth, width, num_samples, batch_size,
     calls[name, 'train'] = functools.partial(step, x)
   ms = _median_ms(calls, dict.fromkeys(calls, repeats))
   return {name: (parameters[name], widths[name], ms[name, 'sample'],
-                 ms[name, 'train']) for name, _, _, _ in _MODELS}
+                 ms[name, 'train']) for name, _, _, _ in rows}
+
+
+def check_models(models):
+  """A ValueError unless `models` names rows of the table, with 'Glow' when
+  a row is matched to its parameter count."""
+  names = [row[0] for row in _MODELS]
+  unknown = [name for name in models if name not in names]
+  if unknown:
+    raise ValueError(f'--models: unknown {unknown}; the rows are {names}.')
+  matched = [row[0] for row in _MODELS if row[3] == 'matched']
+  if 'Glow' not in models and set(matched) & set(models):
+    raise ValueError(f'--models: {matched} are sized after Glow, so they '
+                     f'need Glow too; got {list(models)}.')
 
 
 def run_models(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
-               num_samples=100, batch_size=64, repeats=9, paper_size=False):
-  """Runs the `models` benchmark and returns its report (two tables, notes)."""
+               num_samples=100, batch_size=64, repeats=9, paper_size=False,
+               models=None):
+  """Runs the `models` benchmark and returns its report (two tables, notes),
+  on the rows named in `models` (default: all)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if models is not None:
+    check_models(models)
   configs = [(levels, depth, width)]
   if paper_size and PAPER_SIZE not in configs:
     configs.append(PAPER_SIZE)
@@ -346,26 +365,31 @@ def run_models(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
   for config in configs:
     label = 'L{} D{} w{}'.format(*config)
     result = time_models(image_shape, *config, num_samples, batch_size,
-                         repeats)
+                         repeats, models)
     labels.append(label)
     results.append(result)
     for name, (count, row_width, sample_ms, train_ms) in result.items():
       timing_rows.append([label, name, str(row_width), f'{count:,}',
                           f'{sample_ms:.1f}', f'{train_ms:.1f}'])
-    ours = result['Glow'][0]
-    for name in ('CInC+quad, Glow params', 'TFP Glow'):
-      count, row_width = result[name][:2]
-      notes.append(f'{name} at {label}: width {row_width}, {count:,} '
-                   f'parameters vs {ours:,} for Glow ({count / ours - 1:+.2%}).')
-    notes.append(
-        f'TFP Glow is tfb.Glow(num_glow_blocks={config[0]}, '
-        f'num_steps_per_block={config[1]}) with GlowDefaultNetwork(num_hidden='
-        f'{result["TFP Glow"][1]}).')
+    for name, _, _, row_width in _MODELS:
+      if row_width == 'matched' and name in result:
+        count, ours = result[name][0], result['Glow'][0]
+        notes.append(f'{name} at {label}: width {result[name][1]}, {count:,} '
+                     f'parameters vs {ours:,} for Glow '
+                     f'({count / ours - 1:+.2%}).')
+    if 'TFP Glow' in result:
+      notes.append(
+          f'TFP Glow is tfb.Glow(num_glow_blocks={config[0]}, '
+          f'num_steps_per_block={config[1]}) with GlowDefaultNetwork('
+          f'num_hidden={result["TFP Glow"][1]}).')
   ratio_rows = [['ratio', 'target'] + labels]
   for title, numerator, denominator, timing, comparison, bound in _MODEL_RATIOS:
     cells = [title, f'{comparison} {bound}x']
     column = 2 if timing == 'sample' else 3
     for result in results:
+      if numerator not in result or denominator not in result:
+        cells.append('-')
+        continue
       ratio = result[numerator][column] / result[denominator][column]
       meets = ratio <= bound if comparison == '<=' else ratio >= bound
       cells.append(f'{ratio:.2f}x {"meets" if meets else "MISSES"}')
@@ -387,7 +411,7 @@ def _models_from_flags():
   return run_models(
       parse_shapes(FLAGS.image_shape, '--image_shape')[0], FLAGS.levels,
       FLAGS.depth, FLAGS.width, FLAGS.num_samples, FLAGS.batch_size_train,
-      FLAGS.repeats or 9, FLAGS.paper_size)
+      FLAGS.repeats or 9, FLAGS.paper_size, FLAGS.models)
 
 
 # Benchmark name -> function of no arguments (reading FLAGS) returning a report.
@@ -417,6 +441,9 @@ def _define_flags():
                        lower_bound=1)
   flags.DEFINE_integer('batch_size_train', 64,
                        'Images per training step (models).', lower_bound=1)
+  flags.DEFINE_list(
+      'models', None, 'Rows to time (models), comma-separated names as in the '
+      f'table: {", ".join(row[0] for row in _MODELS)}; default all.')
   flags.DEFINE_bool('paper_size', False, 'Also time the paper\'s L=3, D=32, '
                     'width 512 models (models; slow).')
 
@@ -439,7 +466,16 @@ def _define_flags():
           f'2**levels = {2**levels}, got {values["image_shape"]!r}.')
     return True
 
+  def check_model_names(models):
+    try:
+      if models is not None:
+        check_models(models)
+    except ValueError as error:
+      raise flags.ValidationError(str(error)) from None
+    return True
+
   flags.register_validator('shapes', check_shapes)
+  flags.register_validator('models', check_model_names)
   flags.register_multi_flags_validator(
       ['image_shape', 'levels', 'paper_size'], check_image_shape)
 
