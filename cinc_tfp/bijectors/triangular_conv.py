@@ -114,27 +114,39 @@ def _from_top_left(tensor, corner):
   return tf.reverse(tensor, axes) if axes else tensor
 
 
-def _inverse_blocks(taps, width):
-  """Blocks `Q_0 .. Q_{W-1}` of the inverse of a block-Toeplitz row matrix.
+def _row_blocks(kernel, width):
+  """`[W, k, C, C]`: blocks `d` of the matrices of `row_matrices`.
 
-  The matrix maps a row `x` (pixels `q`, `C` channels each) to
-  `r_q = sum_m x_{q-m} taps[m]`, with `taps[0]` upper triangular with a
-  non-zero diagonal. Its inverse is `x_q = sum_d r_{q-d} Q_d`, and composing
-  the two is the identity: `sum_m taps[m] Q_{d-m} = [d = 0] I`, so
-  `Q_0 = taps[0]^-1` and `Q_d = -taps[0]^-1 sum_{m>=1} taps[m] Q_{d-m}`.
+  Kernel row `r` acts on a flattened image row as the block-Toeplitz matrix
+  with blocks `F_{r,j} = kernel[r, k-1-j]` (pixel `q` reads pixel `q - j`);
+  row `k - 1` is the within-row matrix `T`, with the triangular diagonal tap
+  `D = F_{k-1,0}`. `T^-1` is block-Toeplitz too, with blocks `Q_d`: composing
+  the two is the identity, so `Q_0 = D^-1` and
+  `Q_{d+1} = -D^-1 sum_{j>=1} F_{k-1,j} Q_{d+1-j}`; and the blocks of
+  `F_r T^-1` are `P_{r,d} = sum_j F_{r,j} Q_{d-j}`. One matmul per `d` with
+  `[Q_d; Q_{d-1}; ..; Q_{d-k+1}]` gives `P_{0..k-2,d}`, `Q_d` and `Q_{d+1}`.
   """
-  k, channels = taps.shape[0], taps.shape[-1]
-  tap_inverse = tf.linalg.triangular_solve(
-      taps[0], tf.eye(channels, dtype=taps.dtype), lower=False)
+  k, channels = kernel.shape[0], kernel.shape[-1]
+  # taps[r][j] = kernel[r, k - 1 - j], the tap reading j pixels to the left.
+  taps = [tf.unstack(row)[::-1] for row in tf.unstack(kernel)]
+  eye = tf.eye(channels, dtype=kernel.dtype)
+  tap_inverse = tf.linalg.triangular_solve(taps[k - 1][0], eye, lower=False)
   if k == 1:
-    return tf.pad(tap_inverse[tf.newaxis], [[0, width - 1], [0, 0], [0, 0]])
-  lead = tf.matmul(tap_inverse, tf.concat([taps[m] for m in range(1, k)], 1))
-  zero = tf.zeros_like(tap_inverse)
-  blocks = [tap_inverse]
-  for d in range(1, width):
-    previous = [blocks[d - m] if d >= m else zero for m in range(1, k)]
-    blocks.append(-tf.matmul(lead, tf.concat(previous, axis=0)))
-  return tf.stack(blocks)
+    return tf.pad(tap_inverse[tf.newaxis, tf.newaxis],
+                  [[0, width - 1], [0, 0], [0, 0], [0, 0]])
+  lead = tf.matmul(tap_inverse, tf.concat(taps[k - 1][1:], axis=1))
+  step = tf.concat(
+      [tf.concat(taps[r], axis=1) for r in range(k - 1)] +
+      [tf.pad(eye, [[0, 0], [0, (k - 1) * channels]]),
+       -tf.pad(lead, [[0, 0], [0, channels]])], axis=0)
+  zero = tf.zeros_like(eye)
+  inverse_blocks, outputs = [tap_inverse], []
+  for d in range(width):
+    recent = [inverse_blocks[d - j] if d >= j else zero for j in range(k)]
+    outputs.append(tf.matmul(step, tf.concat(recent, axis=0)))
+    inverse_blocks.append(outputs[-1][k * channels:])
+  return tf.reshape(tf.stack(outputs)[:, :k * channels],
+                    [width, k, channels, channels])
 
 
 def row_matrices(kernel, width, mirrored=False):
@@ -145,8 +157,7 @@ def row_matrices(kernel, width, mirrored=False):
   `y_i = sum_m x_{i-m} B_m`; `T = B_0` is block upper triangular with the
   diagonal tap on its diagonal. Returns `B_m T^-1` at index `k - 1 - m` (so
   `T^-1` last). All are block upper-triangular Toeplitz: their `W` blocks of
-  `C x C` come from `_inverse_blocks` and one matmul, never from a
-  `(W*C)`-sized solve.
+  `C x C` come from `_row_blocks`, never from a `(W*C)`-sized solve.
 
   Args:
     kernel: `[k, k, C, C]` top-left kernel, diagonal tap upper triangular.
@@ -155,28 +166,14 @@ def row_matrices(kernel, width, mirrored=False):
       image flipped left-right, without flipping it).
   """
   k, channels = kernel.shape[0], kernel.shape[-1]
-  taps = tf.reverse(kernel, [1])  # taps[a, m] = kernel[a, k - 1 - m].
-  inverse = _inverse_blocks(taps[k - 1], width)
-  blocks = inverse[tf.newaxis]
-  if k > 1:
-    # Blocks of B_m T^-1 are sum_j taps[k-1-m, j] Q_{d-j}: one matmul for all m.
-    padded = tf.pad(inverse, [[k - 1, 0], [0, 0], [0, 0]])
-    shifted = tf.stack([padded[k - 1 - j:k - 1 - j + width] for j in range(k)])
-    taps_above = tf.reshape(tf.transpose(taps[:k - 1], [0, 2, 1, 3]),
-                            [(k - 1) * channels, k * channels])
-    shifted = tf.reshape(tf.transpose(shifted, [0, 2, 1, 3]),
-                         [k * channels, width * channels])
-    products = tf.reshape(tf.matmul(taps_above, shifted),
-                          [k - 1, channels, width, channels])
-    blocks = tf.concat([tf.transpose(products, [0, 2, 1, 3]), blocks], 0)
   # Block (p, q) of each matrix is blocks[q - p] for q >= p, else zero.
-  blocks = tf.pad(blocks, [[0, 0], [0, 1], [0, 0], [0, 0]])
+  blocks = tf.pad(_row_blocks(kernel, width), [[0, 1], [0, 0], [0, 0], [0, 0]])
   pixels = np.arange(width)
   if mirrored:
     pixels = pixels[::-1]
   offsets = pixels[np.newaxis, :] - pixels[:, np.newaxis]
-  matrices = tf.gather(blocks, np.where(offsets >= 0, offsets, width), axis=1)
-  return tf.reshape(tf.transpose(matrices, [0, 1, 3, 2, 4]),
+  matrices = tf.gather(blocks, np.where(offsets >= 0, offsets, width))
+  return tf.reshape(tf.transpose(matrices, [2, 0, 3, 1, 4]),
                     [k, width * channels, width * channels])
 
 
