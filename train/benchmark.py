@@ -217,6 +217,14 @@ def _cinc_flow(image_shape, levels, depth, width, conv, coupling, x,
   return _count(model.trainable_variables), sample, step
 
 
+def _closest_width(a, b, c, target):
+  """The positive int `w` whose count `a w^2 + b w + c` is closest to
+  `target`."""
+  root = (-b + math.sqrt(max(b * b - 4 * a * (c - target), 0.))) / (2 * a)
+  return min({max(1, math.floor(root)), max(1, math.floor(root) + 1)},
+             key=lambda w: abs(a * w * w + b * w + c - target))
+
+
 def _matched_flow_width(image_shape, levels, depth, conv, coupling, target):
   """The `CIncFlow` width whose parameter count is closest to `target`.
 
@@ -230,10 +238,7 @@ def _matched_flow_width(image_shape, levels, depth, conv, coupling, target):
   p1, p2, p3 = count(1), count(2), count(3)
   a = (p3 - 2 * p2 + p1) / 2
   b = p2 - p1 - 3 * a
-  c = p1 - a - b
-  root = (-b + math.sqrt(max(b * b - 4 * a * (c - target), 0.))) / (2 * a)
-  return min({max(1, math.floor(root)), max(1, math.floor(root) + 1)},
-             key=lambda w: abs(a * w * w + b * w + c - target))
+  return _closest_width(a, b, p1 - a - b, target)
 
 
 def _tfp_glow(image_shape, levels, steps, hidden, input_channels=None):
@@ -260,13 +265,9 @@ def _matched_tfp_glow(image_shape, levels, depth, width, target):
   """
   channels = []
   glow = _tfp_glow(image_shape, levels, depth, width, channels)
-  networks = lambda h: sum(h * h + (27 * c + 2) * h + 2 * c for c in channels)
-  fixed = _count(glow.trainable_variables) - networks(width)
   a, b = len(channels), sum(27 * c + 2 for c in channels)
-  c0 = fixed + sum(2 * c for c in channels) - target
-  root = (-b + math.sqrt(max(b * b - 4 * a * c0, 0.))) / (2 * a)
-  hidden = min({max(1, math.floor(root)), math.floor(root) + 1},
-               key=lambda h: abs(fixed + networks(h) - target))
+  c = _count(glow.trainable_variables) - a * width * width - b * width
+  hidden = _closest_width(a, b, c, target)
   if hidden != width:
     glow = _tfp_glow(image_shape, levels, depth, hidden)
   return glow, hidden

@@ -93,6 +93,18 @@ def define_data_flags(flag_values, dataset_default=data.EMBEDDED):
   _validate(flag_values, 'dataset', _check_dataset, 'unknown --dataset')
 
 
+def define_model_source_flags(flag_values, directory_flag):
+  """`--<directory_flag>` (a train.train model directory) or `--saved_model`:
+  exactly one of the two."""
+  flags.DEFINE_string(directory_flag, None,
+                      'Model directory of a train.train run.',
+                      flag_values=flag_values)
+  flags.DEFINE_string('saved_model', None, 'Path of an exported SavedModel.',
+                      flag_values=flag_values)
+  flags.mark_flags_as_mutual_exclusive([directory_flag, 'saved_model'],
+                                       required=True, flag_values=flag_values)
+
+
 def define_model_flags(flag_values, defaults):
   """The flow's options, data shape options, --seed and --batch_size.
 

@@ -31,17 +31,12 @@ def define_flags(flag_values=FLAGS):
   """Defines the command's flags in `flag_values`."""
   fv = flag_values
   common.define_data_flags(fv, dataset_default=None)
-  flags.DEFINE_string('checkpoint_dir', None,
-                      'Model directory of a train.train run.', flag_values=fv)
-  flags.DEFINE_string('saved_model', None, 'Path of an exported SavedModel.',
-                      flag_values=fv)
+  common.define_model_source_flags(fv, 'checkpoint_dir')
   flags.DEFINE_string('split', None,
                       "Dataset split; default 'test' ('validation' for the "
                       'ImageNet variants).', flag_values=fv)
   flags.DEFINE_integer('batch_size', 256, 'Images per evaluation batch.',
                        lower_bound=1, flag_values=fv)
-  flags.mark_flags_as_mutual_exclusive(['checkpoint_dir', 'saved_model'],
-                                       required=True, flag_values=fv)
 
 
 def load_split(flow, dataset, split, data_dir):

@@ -43,10 +43,7 @@ def define_flags(flag_values=FLAGS):
   """Defines the command's flags in `flag_values`."""
   fv = flag_values
   common.define_data_flags(fv, dataset_default=None)
-  flags.DEFINE_string('model_dir', None,
-                      'Model directory of a train.train run.', flag_values=fv)
-  flags.DEFINE_string('saved_model', None, 'Path of an exported SavedModel.',
-                      flag_values=fv)
+  common.define_model_source_flags(fv, 'model_dir')
   flags.DEFINE_string('output', None, 'Path of the PNG to write.',
                       flag_values=fv)
   flags.DEFINE_integer('num_samples', 64, 'Number of samples.', lower_bound=1,
@@ -65,8 +62,6 @@ def define_flags(flag_values=FLAGS):
                       "Split of the --interpolate indices; default 'test' "
                       "('validation' for the ImageNet variants).",
                       flag_values=fv)
-  flags.mark_flags_as_mutual_exclusive(['model_dir', 'saved_model'],
-                                       required=True, flag_values=fv)
   flags.mark_flag_as_required('output', flag_values=fv)
   flags.register_validator(
       'interpolate', lambda pair: pair is None or len(pair) == 2,

@@ -144,7 +144,8 @@ def _row_blocks(kernel, width):
   for d in range(width):
     recent = [inverse_blocks[d - j] if d >= j else zero for j in range(k)]
     outputs.append(tf.matmul(step, tf.concat(recent, axis=0)))
-    inverse_blocks.append(outputs[-1][k * channels:])
+    if d + 1 < width:
+      inverse_blocks.append(outputs[-1][k * channels:])
   return tf.reshape(tf.stack(outputs)[:, :k * channels],
                     [width, k, channels, channels])
 
