@@ -32,7 +32,7 @@ def test_layers_report_has_every_candidate_and_ratio():
   report = benchmark.run_layers(batch_size=2, repeats=1, shapes=[(4, 4, 4)],
                                 raster_repeats=1)
   header = report.splitlines()[0]
-  for field in ('TF ', 'batch 2', 'CPUs ', 'jit False'):
+  for field in ('TF ', 'batch 2', 'CPUs ', 'threads default', 'jit False'):
     assert field in header
   timings = _table(report, 'CInC fwd ms')
   assert timings[0] == ['shape'] + [f'{name} ms' for name, _, _ in
@@ -40,13 +40,23 @@ def test_layers_report_has_every_candidate_and_ratio():
   assert len(timings) == 2 and timings[1][0] == '4x4x4'
   assert all(float(cell) > 0 for cell in timings[1][1:])
   ratios = _table(report, 'CInC inv / fwd')
-  assert ratios[0][0] == 'shape' and len(ratios[0]) == 4
+  assert ratios[0] == ['shape'] + [ratio[0] for ratio in benchmark._RATIOS]
   assert ratios[1][0] == '4x4x4'
   assert all(cell.split('x')[0].replace('.', '').isdigit()
              for cell in ratios[1][1:])
-  # The raster target is for 32x32x3 only; the other two are always judged.
-  assert ratios[1][1].endswith('x')
-  assert all(cell.endswith((' meets', ' MISSES')) for cell in ratios[1][2:])
+  # The raster target is for 32x32x3 only, the raster-vs-raster ratio has
+  # none; the other two are always judged.
+  assert ratios[1][1].endswith('x') and ratios[1][4].endswith('x')
+  assert all(cell.endswith((' meets', ' MISSES')) for cell in ratios[1][2:4])
+
+
+def test_layers_without_raster_leave_its_cells_empty():
+  report = benchmark.run_layers(batch_size=2, repeats=1, shapes=[(4, 4, 4)],
+                                raster_repeats=0)
+  timings = dict(zip(*_table(report, 'CInC fwd ms')))
+  assert timings['raster inv ms'] == timings['Emerging raster inv ms'] == '-'
+  ratios = _table(report, 'CInC inv / fwd')[1]
+  assert ratios[1] == ratios[4] == '-'
 
 
 def test_models_report_has_every_model_and_ratio():
@@ -124,6 +134,14 @@ def test_parse_shapes_rejects_malformed(text):
     benchmark.parse_shapes(text)
 
 
+def test_threads_flag_limits_tensorflow_and_says_so():
+  result = _run('layers', '--threads=1', '--shapes=4x4x4', '--batch_size=2',
+                '--repeats=1', '--raster_repeats=0')
+  assert result.returncode == 0, result.stderr
+  assert '| threads 1 |' in result.stdout.splitlines()[0]
+  assert 'Emerging inv ms' in result.stdout
+
+
 def test_unknown_benchmark_fails_with_one_line():
   result = _run('nope')
   assert result.returncode != 0
@@ -136,6 +154,7 @@ def test_unknown_benchmark_fails_with_one_line():
     ('layers', '--batch_size=-1', 'batch_size'),
     ('layers', '--shapes=32x32', 'shapes'),
     ('layers', '--repeats=0', 'repeats'),
+    ('layers', '--threads=-1', 'threads'),
     ('models', '--image_shape=30x30x3', 'image_shape'),
     ('models', '--image_shape=32x32', 'image_shape'),
     ('models', '--levels=0', 'levels'),

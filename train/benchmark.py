@@ -4,13 +4,15 @@ Usage:
 
   python -m train.benchmark layers [--batch_size=100] [--repeats=20]
       [--shapes=32x32x3,16x16x12,8x8x48] [--raster_repeats=3] [--jit]
+      [--threads=0]
   python -m train.benchmark models [--image_shape=32x32x3] [--levels=3]
       [--depth=8] [--width=128] [--num_samples=100] [--batch_size_train=64]
-      [--repeats=9] [--paper_size] [--models=CInC+affine,Glow]
+      [--repeats=9] [--paper_size] [--models=CInC+affine,Glow] [--threads=0]
 
 `layers` times, for each image shape HxWxC, CInC (3x3) forward and inverse
-(row-wise solver and the pixel-by-pixel raster reference), Emerging forward
-and inverse and the 1x1 convolution forward and inverse, each compiled once
+and Emerging forward and inverse (each inverse by the row-wise solver and by
+the pixel-by-pixel raster reference, the sequential solver of the papers),
+and the 1x1 convolution forward and inverse, each compiled once
 with `tf.function` (XLA with `--jit`). Each timing is the median over
 `--repeats` calls after a warm-up call; the candidates are interleaved within
 each round, so that machine noise hits them alike. Absolute times drift on a
@@ -19,10 +21,14 @@ shared machine: only the ratios, measured side by side, are meaningful.
 `models` times whole `CIncFlow`s (CInC+quad, CInC+affine, Emerging+affine and
 Glow = 1x1+affine, at `--width`; CInC+quad again with the width that matches
 the Glow row's parameter count) and TFP's own `tfb.Glow` (the same number of
-steps, its coupling networks' hidden width matched the same way): drawing `--num_samples` images, and one Adam step on the
-log-likelihood of a batch of `--batch_size_train` random images, each a
-`tf.function` traced once and warmed up, timed interleaved as above. With
-`--paper_size` it repeats all of it at the paper's L=3, D=32, width 512 (slow).
+steps, its coupling networks' hidden width matched the same way): drawing
+`--num_samples` images, and one Adam step on the log-likelihood of a batch of
+`--batch_size_train` random images, each a `tf.function` traced once and
+warmed up, timed interleaved as above. With `--paper_size` it repeats all of
+it at the paper's L=3, D=32, width 512 (slow).
+
+`--threads=1` runs TensorFlow on one thread, the one-core setting in which the
+papers timed their CPU sampling; by default it uses every core.
 """
 
 import functools
@@ -37,23 +43,28 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 
-# (name, bijector key, direction); 'raster' is CInC's reference inverse.
+# (name, bijector key, direction); 'raster' names the pixel-by-pixel
+# reference inverses, the sequential solvers the CInC and Emerging papers used.
 _CANDIDATES = (
     ('CInC fwd', 'cinc', 'forward'),
     ('CInC inv', 'cinc', 'inverse'),
     ('raster inv', 'cinc', 'inverse_reference'),
     ('Emerging fwd', 'emerging', 'forward'),
     ('Emerging inv', 'emerging', 'inverse'),
+    ('Emerging raster inv', 'emerging', 'inverse_reference'),
     ('1x1 fwd', 'conv1x1', 'forward'),
     ('1x1 inv', 'conv1x1', 'inverse'),
 )
-# (column title, numerator, denominator, target test, shape it applies to).
+# (column title, numerator, denominator, target test or None, shape it
+# applies to).
 _RATIOS = (
     ('raster / CInC inv (>= 10x @ 32x32x3)', 'raster inv', 'CInC inv',
      lambda r: r >= 10., (32, 32, 3)),
     ('CInC inv / fwd (<= 3x)', 'CInC inv', 'CInC fwd', lambda r: r <= 3., None),
     ('Emerging inv / CInC inv (>= 1.8x)', 'Emerging inv', 'CInC inv',
      lambda r: r >= 1.8, None),
+    ('Emerging / CInC, raster inv (no target)', 'Emerging raster inv',
+     'raster inv', None, None),
 )
 
 
@@ -113,7 +124,8 @@ def time_layers(shape, batch_size, repeats, raster_repeats, jit, seed=0):
   x = tf.random.stateless_normal(spec.shape, [seed, 1])
   calls, counts = {}, {}
   for name, key, direction in _CANDIDATES:
-    if name == 'raster inv' and not raster_repeats:
+    raster = 'raster' in name
+    if raster and not raster_repeats:
       continue
     method = getattr(layers[key], direction)
     # A fresh symbolic input per trace, so the bijector cache never hits; the
@@ -123,13 +135,27 @@ def time_layers(shape, batch_size, repeats, raster_repeats, jit, seed=0):
         input_signature=[spec], jit_compile=jit or None)
     inputs = layers[key].forward(x) if direction != 'forward' else x
     calls[name] = functools.partial(function, inputs)
-    counts[name] = raster_repeats if name == 'raster inv' else repeats
+    counts[name] = raster_repeats if raster else repeats
   return _median_ms(calls, counts)
 
 
-def _cpus():
-  return (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+def _processors():
+  """'CPUs N | threads T' for the report headers (T: TensorFlow's thread
+  pools, 'default' unless `--threads` set them)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  cpus = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
           else os.cpu_count())
+  threads = tf.config.threading.get_intra_op_parallelism_threads()
+  return f'CPUs {cpus} | threads {threads or "default"}'
+
+
+def use_threads(threads):
+  """Limits TensorFlow to `threads` threads per op and for running ops side
+  by side (0: leave its defaults). Must run before TensorFlow runs any op."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if threads:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 def _markdown(rows):
@@ -144,7 +170,7 @@ def run_layers(batch_size=100, repeats=20, shapes=((32, 32, 3),),
                raster_repeats=3, jit=False):
   """Runs the `layers` benchmark and returns its report (two tables)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  header = (f'TF {tf.__version__} | batch {batch_size} | CPUs {_cpus()} | '
+  header = (f'TF {tf.__version__} | batch {batch_size} | {_processors()} | '
             f'jit {jit} | median of {repeats} (raster {raster_repeats})')
   names = [name for name, _, _ in _CANDIDATES]
   timing_rows = [['shape'] + [f'{name} ms' for name in names]]
@@ -160,8 +186,8 @@ def run_layers(batch_size=100, repeats=20, shapes=((32, 32, 3),),
         cells.append('-')
         continue
       ratio = ms[numerator] / ms[denominator]
-      verdict = ('' if only_shape not in (None, tuple(shape)) else
-                 ' meets' if meets(ratio) else ' MISSES')
+      verdict = ('' if meets is None or only_shape not in (None, tuple(shape))
+                 else ' meets' if meets(ratio) else ' MISSES')
       cells.append(f'{ratio:.2f}x{verdict}')
     ratio_rows.append(cells)
   return '\n\n'.join([header, _markdown(timing_rows), _markdown(ratio_rows)])
@@ -358,8 +384,8 @@ def run_models(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
   if paper_size and PAPER_SIZE not in configs:
     configs.append(PAPER_SIZE)
   header = (f'TF {tf.__version__} | image {"x".join(map(str, image_shape))} | '
-            f'{num_samples} samples | train batch {batch_size} | CPUs '
-            f'{_cpus()} | median of {repeats}')
+            f'{num_samples} samples | train batch {batch_size} | '
+            f'{_processors()} | median of {repeats}')
   timing_rows = [['config', 'model', 'width', 'params',
                   f'sample {num_samples} ms', f'train step {batch_size} ms']]
   labels, results, notes = [], [], []
@@ -428,10 +454,15 @@ def _define_flags():
       'layers, 9 for models.', lower_bound=1)
   flags.DEFINE_string('shapes', '32x32x3,16x16x12,8x8x48',
                       'Comma-separated image shapes HxWxC (layers).')
-  flags.DEFINE_integer('raster_repeats', 3,
-                       'Timed calls of the slow raster reference (0: skip it).',
-                       lower_bound=0)
+  flags.DEFINE_integer(
+      'raster_repeats', 3,
+      'Timed calls of the slow raster references (0: skip them).',
+      lower_bound=0)
   flags.DEFINE_bool('jit', False, 'Compile with XLA (jit_compile=True).')
+  flags.DEFINE_integer(
+      'threads', 0, 'TensorFlow threads per op and ops run side by side; 0: '
+      'its defaults (every core), 1: one core, as the papers timed on a CPU.',
+      lower_bound=0)
   flags.DEFINE_string('image_shape', '32x32x3', 'Image shape HxWxC (models).')
   flags.DEFINE_integer('levels', 3, 'Levels L (models).', lower_bound=1)
   flags.DEFINE_integer('depth', 8, 'Steps per level D (models).',
@@ -487,6 +518,7 @@ def main(argv):
     sys.exit(f'train.benchmark: expected one benchmark name out of '
              f'{sorted(BENCHMARKS)}, got {got!r}.')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TF's import.
+  use_threads(FLAGS.threads)
   print(BENCHMARKS[argv[1]](), flush=True)
 
 

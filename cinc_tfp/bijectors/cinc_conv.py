@@ -161,19 +161,19 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
     return restore(y)
 
   def _inverse(self, y):
-    images, restore = self._images(y)
-    if self._bias is not None:
-      images -= self._bias
-    return restore(triangular_conv.solve_rows(
-        images, self.effective_kernel(), self._corner))
+    return self._solve(y, triangular_conv.solve_rows)
 
   def inverse_reference(self, y):
-    """The inverse by the plain pixel-by-pixel solver (slow; for testing)."""
+    """The inverse by the plain pixel-by-pixel solver (slow; for tests and
+    for timing the sequential inverse the paper used)."""
+    return self._solve(y, triangular_conv.solve_raster)
+
+  def _solve(self, y, solver):
+    """Undoes the bias, then the convolution with `solver`."""
     images, restore = self._images(y)
     if self._bias is not None:
       images -= self._bias
-    return restore(triangular_conv.solve_raster(
-        images, self.effective_kernel(), self._corner))
+    return restore(solver(images, self.effective_kernel(), self._corner))
 
 
 def _check_kernel_size(kernel_size):

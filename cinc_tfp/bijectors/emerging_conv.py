@@ -142,9 +142,18 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
     return restore(y)
 
   def _inverse(self, y):
+    return self._solve(y, triangular_conv.solve_rows)
+
+  def inverse_reference(self, y):
+    """The inverse by the plain pixel-by-pixel solver (slow; for tests and
+    for timing the sequential inverse the Emerging paper used)."""
+    return self._solve(y, triangular_conv.solve_raster)
+
+  def _solve(self, y, solver):
+    """Undoes the bias, then the two factors in turn, with `solver`."""
     images, restore = self._images(y)
     if self._bias is not None:
       images -= self._bias
     kernel_a, kernel_b = self.effective_kernels()
-    h = triangular_conv.solve_rows(images, kernel_b, _SECOND_CORNER)
-    return restore(triangular_conv.solve_rows(h, kernel_a, _FIRST_CORNER))
+    h = solver(images, kernel_b, _SECOND_CORNER)
+    return restore(solver(h, kernel_a, _FIRST_CORNER))
