@@ -18,11 +18,12 @@ def test_log_det_and_inverse_exact(shape, dtype):
   bijector_checks.check_bijector(actnorm, shape, dtype)
 
 
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 @pytest.mark.parametrize('in_graph', [False, True])
-def test_initializes_from_the_first_batch_only(in_graph):
-  actnorm = bijectors.ActNorm(channels=3)
+def test_initializes_from_the_first_batch_only(in_graph, dtype):
+  actnorm = bijectors.ActNorm(channels=3, dtype=dtype)
   rng = np.random.default_rng(1)
-  first = tf.constant(3. + 2. * rng.normal(size=[8, 4, 4, 3]), tf.float32)
+  first = tf.constant(3. + 2. * rng.normal(size=[8, 4, 4, 3]), dtype)
   forward = tf.function(actnorm.forward) if in_graph else actnorm.forward
   y = forward(first)
   np.testing.assert_allclose(tf.reduce_mean(y, [0, 1, 2]), 0., atol=1e-5)
@@ -31,7 +32,7 @@ def test_initializes_from_the_first_batch_only(in_graph):
   forward(first * 5. + 1.)
   np.testing.assert_array_equal(actnorm.log_scale, log_scale)
   # Still an exact bijection after initialization.
-  bijector_checks.check_bijector(actnorm, (4, 4, 3), tf.float32)
+  bijector_checks.check_bijector(actnorm, (4, 4, 3), dtype)
 
 
 def test_log_det_before_forward_initializes_too():

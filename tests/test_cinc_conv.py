@@ -18,7 +18,7 @@ SHAPES = [(4, 4, 2), (3, 5, 3)]
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 @pytest.mark.parametrize('shape,kernel_size,corner', list(itertools.product(
-    SHAPES, [3, 5], bijectors.CORNERS)))
+    SHAPES, [3, 5], bijectors.CORNERS)) + [((4, 4, 3), 1, 'top_left')])
 def test_log_det_and_inverse_exact(shape, kernel_size, corner, dtype):
   conv = bijectors.CIncConv2D(channels=shape[-1], kernel_size=kernel_size,
                               corner=corner, seed=1, dtype=dtype)
@@ -27,23 +27,46 @@ def test_log_det_and_inverse_exact(shape, kernel_size, corner, dtype):
 
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
-def test_volume_preserving_has_zero_log_det(dtype):
+@pytest.mark.parametrize('corner', bijectors.CORNERS)
+def test_volume_preserving_has_zero_log_det(corner, dtype):
   conv = bijectors.CIncConv2D(channels=3, volume_preserving=True, seed=2,
-                              dtype=dtype)
+                              corner=corner, dtype=dtype)
   bijector_checks.perturb(conv, 0.2)
   assert conv.log_diag is None
   bijector_checks.check_bijector(conv, (4, 4, 3), dtype)
   assert conv.forward_log_det_jacobian(tf.zeros([4, 4, 3], dtype)) == 0.
 
 
-def test_explicit_parameters_and_without_bias():
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+@pytest.mark.parametrize('corner', bijectors.CORNERS)
+def test_explicit_parameters_and_without_bias(corner, dtype):
   rng = np.random.default_rng(0)
-  kernel = tf.Variable(0.1 * rng.normal(size=[3, 3, 4, 4]), dtype=tf.float64)
-  log_diag = tf.Variable(0.3 * rng.normal(size=[4]), dtype=tf.float64)
-  conv = bijectors.CIncConv2D(kernel, log_diag, corner='top_right')
-  assert conv.bias is None and conv.dtype == tf.float64
+  kernel = tf.Variable(0.1 * rng.normal(size=[3, 3, 4, 4]), dtype=dtype)
+  log_diag = tf.Variable(0.3 * rng.normal(size=[4]), dtype=dtype)
+  conv = bijectors.CIncConv2D(kernel, log_diag, corner=corner)
+  assert conv.bias is None and conv.dtype == dtype
   assert len(conv.trainable_variables) == 2
-  bijector_checks.check_bijector(conv, (4, 3, 4), tf.float64)
+  bijector_checks.check_bijector(conv, (4, 3, 4), dtype)
+
+
+def test_created_without_bias():
+  conv = bijectors.CIncConv2D(channels=2, use_bias=False, seed=4)
+  bijector_checks.perturb(conv, 0.2)
+  assert conv.bias is None and len(conv.trainable_variables) == 2
+  bijector_checks.check_bijector(conv, (4, 4, 2), tf.float32)
+
+
+def test_bijectors_with_different_weights_are_not_equal_nor_share_a_cache():
+  first = bijectors.CIncConv2D(channels=2, seed=5)
+  second = bijectors.CIncConv2D(channels=2, seed=5)
+  bijector_checks.perturb(second, 0.5)
+  assert first != second
+  x = tf.random.stateless_normal([4, 4, 2], [5, 6])
+  first_y = first.forward(x)
+  assert np.max(np.abs(second.forward(x) - first_y)) > 0.1
+  # A copy shares the weights, as TFP's copies do.
+  copy = first.copy()
+  assert copy.kernel is first.kernel and copy == first
 
 
 def test_fast_inverse_agrees_with_raster_reference_and_xla():
@@ -165,3 +188,7 @@ def test_bad_input_is_a_clear_error():
     bijectors.CIncConv2D(channels=0)
   with pytest.raises(ValueError, match=r'kernel must have shape \[k, k, C, C\]'):
     bijectors.CIncConv2D(tf.zeros([3, 3, 2, 4]))
+  with pytest.raises(ValueError, match=r'log_diag must have shape \[3\]'):
+    bijectors.CIncConv2D(tf.zeros([3, 3, 3, 3]), tf.zeros([1]))
+  with pytest.raises(ValueError, match=r'bias must have shape \[3\]'):
+    bijectors.CIncConv2D(tf.zeros([3, 3, 3, 3]), bias=tf.zeros([2]))

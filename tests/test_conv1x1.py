@@ -27,12 +27,14 @@ def test_starts_as_a_rotation_from_the_seed():
   np.testing.assert_array_equal(matrix, again)
 
 
-def test_explicit_parameters():
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_explicit_parameters(dtype):
   rng = np.random.default_rng(0)
   conv = bijectors.Conv1x1(
-      tf.constant(rng.normal(size=[3, 3])), tf.constant(rng.normal(size=[3])),
+      tf.constant(rng.normal(size=[3, 3]), dtype),
+      tf.constant(rng.normal(size=[3]), dtype),
       sign=[1., -1., 1.], permutation=[2, 0, 1])
-  bijector_checks.check_bijector(conv, (2, 3, 3), tf.float64)
+  bijector_checks.check_bijector(conv, (2, 3, 3), dtype)
 
 
 def test_bad_input_is_a_clear_error():
@@ -45,3 +47,9 @@ def test_bad_input_is_a_clear_error():
     conv.forward(tf.fill([2, 2, 3], np.nan))
   with pytest.raises(ValueError, match=r'lower_upper must have shape \[C, C\]'):
     bijectors.Conv1x1(tf.zeros([3, 2]), tf.zeros([2]))
+  with pytest.raises(ValueError, match=r'log_scale must have shape \[3\]'):
+    bijectors.Conv1x1(tf.zeros([3, 3]), tf.zeros([1]))
+  with pytest.raises(ValueError, match='sign must hold only'):
+    bijectors.Conv1x1(tf.zeros([3, 3]), tf.zeros([3]), sign=[1., 2., 1.])
+  with pytest.raises(ValueError, match='permutation must be a permutation'):
+    bijectors.Conv1x1(tf.zeros([3, 3]), tf.zeros([3]), permutation=[0, 0, 1])

@@ -27,13 +27,23 @@ def test_receptive_field_is_the_full_3x3_neighbourhood():
       i * 5 + j for i in (1, 2, 3) for j in (1, 2, 3))
 
 
-def test_explicit_kernels_with_unit_diagonal():
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_explicit_kernels_with_unit_diagonal(dtype):
   rng = np.random.default_rng(0)
-  kernel_a, kernel_b = (tf.constant(0.2 * rng.normal(size=[2, 2, 3, 3]))
+  kernel_a, kernel_b = (tf.constant(0.2 * rng.normal(size=[2, 2, 3, 3]), dtype)
                         for _ in range(2))
   conv = bijectors.EmergingConv2D(kernel_a, kernel_b)
-  assert conv.forward_log_det_jacobian(tf.zeros([4, 4, 3], tf.float64)) == 0.
-  bijector_checks.check_bijector(conv, (4, 4, 3), tf.float64)
+  assert conv.forward_log_det_jacobian(tf.zeros([4, 4, 3], dtype)) == 0.
+  bijector_checks.check_bijector(conv, (4, 4, 3), dtype)
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_created_without_bias(dtype):
+  conv = bijectors.EmergingConv2D(channels=3, use_bias=False, seed=4,
+                                  dtype=dtype)
+  bijector_checks.perturb(conv, 0.2)
+  assert conv.bias is None and len(conv.trainable_variables) == 3
+  bijector_checks.check_bijector(conv, (4, 4, 3), dtype)
 
 
 def test_inverse_under_xla():
@@ -68,3 +78,8 @@ def test_bad_input_is_a_clear_error():
     conv.inverse(tf.fill([4, 4, 3], np.inf))
   with pytest.raises(ValueError, match=r'kernels must have shape \[2, 2, C, C\]'):
     bijectors.EmergingConv2D(tf.zeros([3, 3, 2, 2]), tf.zeros([3, 3, 2, 2]))
+  with pytest.raises(ValueError, match='the same number of channels'):
+    bijectors.EmergingConv2D(tf.zeros([2, 2, 2, 2]), tf.zeros([2, 2, 3, 3]))
+  with pytest.raises(ValueError, match=r'log_diag must have shape \[2\]'):
+    bijectors.EmergingConv2D(tf.zeros([2, 2, 2, 2]), tf.zeros([2, 2, 2, 2]),
+                             tf.zeros([1]))

@@ -59,3 +59,7 @@ def test_bad_input_is_a_clear_error():
     bijector.forward(tf.zeros([4, 4, 4]))
   with pytest.raises(ValueError, match='expected latent vectors of size 16'):
     bijector.inverse(tf.zeros([3, 15]))
+  with pytest.raises(ValueError, match='expected latent vectors of size 16'):
+    bijector.inverse_event_shape([23])
+  with pytest.raises(ValueError, match=r'built for images of shape \(2, 2, 4\)'):
+    bijector.forward_event_shape([5, 5, 5])

@@ -46,17 +46,6 @@ def test_inverse_reads_the_recovered_blocks_not_the_outputs():
                              atol=1e-10)
 
 
-def test_fused_forward_and_log_det_agree_with_tfp():
-  coupling = quad(4, tf.float32)
-  x = tf.random.stateless_normal([2, 3, 3, 4], [4, 5])
-  y, log_det = coupling.forward_and_log_det(x)
-  np.testing.assert_allclose(y, coupling.forward(tf.identity(x)))
-  np.testing.assert_allclose(log_det,
-                             coupling.forward_log_det_jacobian(tf.identity(x)),
-                             rtol=1e-6)
-  assert log_det.shape == [2]
-
-
 def test_bad_input_is_a_clear_error():
   coupling = quad(4, tf.float32)
   with pytest.raises(ValueError, match='divisible by 4 to split it into 4 blocks, got 6'):

@@ -48,5 +48,11 @@ def test_bad_input_is_a_clear_error():
     squeeze.inverse(tf.zeros([2, 2, 3]))
   with pytest.raises(ValueError, match='expected images'):
     squeeze.forward(tf.zeros([4, 4]))
+  with pytest.raises(ValueError, match='expected images'):
+    squeeze.inverse(tf.zeros([4, 4]))
+  with pytest.raises(ValueError, match='expected images'):
+    squeeze.forward_event_shape([4, 4])
+  with pytest.raises(ValueError, match='expected images'):
+    squeeze.inverse_event_shape([4])
   with pytest.raises(tf.errors.InvalidArgumentError, match='NaN or infinite'):
     squeeze.forward(tf.fill([2, 2, 1], np.nan))

@@ -67,6 +67,15 @@ def seeded_normal(shape, seed, stddev, dtype, salt):
       shape, stateless_seed(seed, salt), stddev=stddev, dtype=dtype)
 
 
+def check_vectors(vectors, channels, bijector_name):
+  """Fails unless every non-`None` value of `vectors` has shape `[channels]`."""
+  for name, value in vectors.items():
+    if value is not None and value.shape != [channels]:
+      raise ValueError(
+          f'{bijector_name}: {name} must have shape [{channels}] (one entry '
+          f'per channel), got {value.shape}.')
+
+
 def variable_or_tensor(value, dtype, name):
   """Keeps variables as they are (so they train); converts anything else."""
   if value is None or isinstance(value, tf.Variable):

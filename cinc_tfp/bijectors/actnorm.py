@@ -76,6 +76,9 @@ class ActNorm(_base.PixelwiseVolumeBijector):
             'ActNorm: log_scale and bias must both have shape [C], got '
             f'{self._log_scale.shape} and {self._bias.shape}.')
       self._channels = self._log_scale.shape[0]
+      # The weights actually used (see CIncConv2D); a copy shares them.
+      parameters.update(log_scale=self._log_scale, bias=self._bias,
+                        initialized=self._initialized)
       super().__init__(
           forward_min_event_ndims=3,
           validate_args=validate_args,

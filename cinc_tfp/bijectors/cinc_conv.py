@@ -107,6 +107,12 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
       _check_kernel_size(shape[0])
       self._corner = corner
       self._channels = self._kernel.shape[-1]
+      _util.check_vectors(dict(log_diag=self._log_diag, bias=self._bias),
+                          self._channels, 'CIncConv2D')
+      # The weights actually used, so that equality and TFP's cache tell
+      # bijectors with different variables apart.
+      parameters.update(kernel=self._kernel, log_diag=self._log_diag,
+                        bias=self._bias)
       super().__init__(
           forward_min_event_ndims=3,
           validate_args=validate_args,

@@ -82,6 +82,14 @@ class Conv1x1(_base.PixelwiseVolumeBijector):
       self._sign = tf.convert_to_tensor(sign, dtype, name='sign')
       self._permutation = tf.convert_to_tensor(
           permutation, tf.int32, name='permutation')
+      _util.check_vectors(
+          dict(log_scale=self._log_scale, sign=self._sign,
+               permutation=self._permutation), self._channels, 'Conv1x1')
+      _check_sign_and_permutation(self._sign, self._permutation)
+      # The weights actually used (see CIncConv2D).
+      parameters.update(lower_upper=self._lower_upper,
+                        log_scale=self._log_scale, sign=self._sign,
+                        permutation=self._permutation)
       super().__init__(
           forward_min_event_ndims=3,
           validate_args=validate_args,
@@ -138,3 +146,19 @@ class Conv1x1(_base.PixelwiseVolumeBijector):
     _util.check_channels(y, self._channels, self.name)
     inverse = tf.linalg.lu_matrix_inverse(self._lu(), self._permutation)
     return tf.tensordot(y, inverse, [[-1], [0]])
+
+
+def _check_sign_and_permutation(sign, permutation):
+  """Fails unless `sign` is all `+-1` and `permutation` permutes `0..C-1`.
+
+  Both are fixed (not trained), so they are checked once, when known.
+  """
+  sign, permutation = tf.get_static_value(sign), tf.get_static_value(
+      permutation)
+  if sign is not None and not np.all(np.abs(sign) == 1):
+    raise ValueError(f'Conv1x1: sign must hold only +1 and -1, got {sign}.')
+  if permutation is not None and sorted(permutation) != list(
+      range(len(permutation))):
+    raise ValueError(
+        f'Conv1x1: permutation must be a permutation of 0..C-1, got '
+        f'{permutation}.')

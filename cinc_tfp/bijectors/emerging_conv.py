@@ -99,6 +99,16 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
               'EmergingConv2D: kernels must have shape [2, 2, C, C], got '
               f'{shape}.')
       self._channels = self._kernel_a.shape[-1]
+      if self._kernel_b.shape[-1] != self._channels:
+        raise ValueError(
+            'EmergingConv2D: kernel_a and kernel_b must have the same number '
+            f'of channels, got shapes {self._kernel_a.shape} and '
+            f'{self._kernel_b.shape}.')
+      _util.check_vectors(dict(log_diag=self._log_diag, bias=self._bias),
+                          self._channels, 'EmergingConv2D')
+      # The weights actually used (see CIncConv2D).
+      parameters.update(kernel_a=self._kernel_a, kernel_b=self._kernel_b,
+                        log_diag=self._log_diag, bias=self._bias)
       super().__init__(
           forward_min_event_ndims=3,
           validate_args=validate_args,
@@ -114,6 +124,22 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
         kernel_b=properties(event_ndims=4),
         log_diag=properties(event_ndims=1),
         bias=properties(event_ndims=1))
+
+  @property
+  def kernel_a(self):
+    return self._kernel_a
+
+  @property
+  def kernel_b(self):
+    return self._kernel_b
+
+  @property
+  def log_diag(self):
+    return self._log_diag
+
+  @property
+  def bias(self):
+    return self._bias
 
   def _pixel_log_det(self):
     if self._log_diag is None:

@@ -67,12 +67,20 @@ class FactorOut(_base.NetworkBijector):
     return int(np.prod(self._image_shape))
 
   def _forward_event_shape(self, input_shape):
+    if not input_shape[-3:].is_compatible_with(self._image_shape):
+      raise ValueError(
+          f'{self.name}: built for images of shape {self._image_shape}, got '
+          f'shape {input_shape}.')
     return input_shape[:-3].concatenate([self._size])
 
   def _forward_event_shape_tensor(self, input_shape):
     return tf.concat([input_shape[:-3], [self._size]], axis=0)
 
   def _inverse_event_shape(self, output_shape):
+    if not output_shape[-1:].is_compatible_with([self._size]):
+      raise ValueError(
+          f'{self.name}: expected latent vectors of size {self._size}, got '
+          f'shape {output_shape}.')
     return output_shape[:-1].concatenate(self._image_shape)
 
   def _inverse_event_shape_tensor(self, output_shape):

@@ -7,23 +7,35 @@ better expose `forward_and_log_det(x)`; this module applies it through
 """
 
 import tensorflow_probability as tfp
+# `tfb.Chain(...)` builds a `_Chain` unless every part is a CompositeTensor.
+from tensorflow_probability.python.bijectors import chain as _chain
 
 __all__ = ['forward_and_log_det']
 
+_CHAINS = (_chain.Chain, _chain._Chain)  # pylint: disable=protected-access
 
-def forward_and_log_det(bijector, x):
-  """`(bijector.forward(x), bijector.forward_log_det_jacobian(x))`, fused.
 
-  The log-determinant is taken over `bijector.forward_min_event_ndims`.
+def forward_and_log_det(bijector, x, event_ndims=None):
+  """`(bijector.forward(x), bijector.forward_log_det_jacobian(x, event_ndims))`.
+
+  Args:
+    bijector: any TFP bijector; chains are walked part by part.
+    x: input.
+    event_ndims: rank of the events of `x`; defaults to
+      `bijector.forward_min_event_ndims`.
   """
-  if hasattr(bijector, 'forward_and_log_det'):
-    return bijector.forward_and_log_det(x)
-  if isinstance(bijector, tfp.bijectors.Chain):
+  if event_ndims is None:
+    event_ndims = bijector.forward_min_event_ndims
+  if isinstance(bijector, _CHAINS):
     log_det = 0.
     # A Chain applies its last bijector first.
     for part in reversed(bijector.bijectors):
-      x, part_log_det = forward_and_log_det(part, x)
+      x, part_log_det = forward_and_log_det(part, x, event_ndims)
+      event_ndims = part.forward_event_ndims(event_ndims)
       log_det += part_log_det
     return x, log_det
-  return (bijector.forward(x), bijector.forward_log_det_jacobian(
-      x, event_ndims=bijector.forward_min_event_ndims))
+  if (hasattr(bijector, 'forward_and_log_det') and
+      event_ndims == bijector.forward_min_event_ndims):
+    return bijector.forward_and_log_det(x)
+  return (bijector.forward(x),
+          bijector.forward_log_det_jacobian(x, event_ndims=event_ndims))

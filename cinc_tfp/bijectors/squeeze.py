@@ -30,14 +30,22 @@ class Squeeze(tfp.bijectors.Bijector):
   def _parameter_properties(cls, dtype):
     return dict()
 
+  def _event_dims(self, shape):
+    """`(H, W, C)` of a static shape `[..., H, W, C]` (entries may be None)."""
+    if shape.rank is not None and shape.rank < 3:
+      raise ValueError(
+          f'{self.name}: expected images of shape [..., H, W, C] (rank >= 3), '
+          f'got shape {shape}.')
+    return shape[-3:]
+
   def _forward_event_shape(self, input_shape):
-    height, width, channels = input_shape[-3:]
+    height, width, channels = self._event_dims(input_shape)
     self._check_even(height, width, input_shape)
     return input_shape[:-3].concatenate(
         [_half(height), _half(width), _times(channels, 4)])
 
   def _inverse_event_shape(self, output_shape):
-    height, width, channels = output_shape[-3:]
+    height, width, channels = self._event_dims(output_shape)
     if channels is not None and channels % 4:
       raise ValueError(
           f'{self.name}: inverse needs a channel count divisible by 4, got '
@@ -67,8 +75,8 @@ class Squeeze(tfp.bijectors.Bijector):
     return restore(tf.nn.space_to_depth(images, 2))
 
   def _inverse(self, y):
-    self._inverse_event_shape(tf.TensorShape(y.shape))
     _util.image_shape(y, self.name)
+    self._inverse_event_shape(tf.TensorShape(y.shape))
     y = _util.assert_finite(y, self.validate_args, self.name)
     images, restore = _util.as_images(y)
     return restore(tf.nn.depth_to_space(images, 2))
