@@ -114,7 +114,8 @@ def load_folder(path, image_size):
 
   Images become RGB (grayscale is repeated, alpha dropped), centre-cropped to
   a square and resized to `image_size`. Files that do not decode are skipped,
-  counted and logged.
+  counted and logged: corrupt ones, and any the file system cannot read (a
+  dangling link, a folder named like an image, no permission).
 
   Returns:
     `(images, n_skipped)`: `uint8` `[N, S, S, 3]` and the number of skipped
@@ -133,11 +134,9 @@ def load_folder(path, image_size):
   images = []
   for file_path in files:
     try:
-      image = tf.io.decode_image(
-          tf.io.read_file(file_path), channels=3, expand_animations=False)
-    except tf.errors.InvalidArgumentError:
+      images.append(load_image_file(file_path, image_size))
+    except DataError:
       continue
-    images.append(_center_crop_resize(image, image_size))
   n_skipped = len(files) - len(images)
   if n_skipped:
     logging.warning('Skipped %d of %d image files in %s that do not decode.',
@@ -147,6 +146,27 @@ def load_folder(path, image_size):
         f'Image folder {path!r} holds no decodable PNG or JPEG file '
         f'({len(files)} candidate files).')
   return tf.stack(images).numpy(), n_skipped
+
+
+def load_image_file(path, image_size, channels=3):
+  """One PNG/JPEG file as `uint8` `[S, S, channels]`, centre-cropped, resized.
+
+  Raises:
+    DataError: the file cannot be read or does not decode.
+  """
+  try:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
+                               expand_animations=False)
+  except tf.errors.OpError as error:
+    reason = type(error).__name__
+    if isinstance(error, tf.errors.InvalidArgumentError):
+      reason = 'not a PNG or JPEG image it can decode'
+    elif isinstance(error, tf.errors.NotFoundError):
+      reason = 'no such file'
+    elif isinstance(error, tf.errors.FailedPreconditionError):
+      reason = 'not a regular file'
+    raise DataError(f'Cannot read image {path!r}: {reason}.') from error
+  return _center_crop_resize(image, image_size)
 
 
 def _is_positive_int(value):

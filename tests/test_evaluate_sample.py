@@ -62,15 +62,45 @@ def test_evaluate_needs_one_model_source():
                   '--saved_model=b')
 
 
-@pytest.mark.parametrize('source, words', [
-    ('checkpoint_dir', 'config.json'),
-    ('saved_model', 'Cannot load a SavedModel'),
+@pytest.mark.parametrize('source, directory, words', [
+    ('checkpoint_dir', '', 'config.json'),
+    ('checkpoint_dir', 'missing', 'missing does not exist'),
+    ('saved_model', '', 'Cannot load a SavedModel'),
 ])
 def test_evaluate_of_a_directory_without_a_model_is_a_clear_error(
-    tmp_path, source, words):
+    tmp_path, source, directory, words):
   with pytest.raises((common.TrainError, export.ExportError), match=words):
     evaluate.run(helpers.parse(evaluate.define_flags,
-                               f'--{source}={tmp_path}'))
+                               f'--{source}={tmp_path / directory}'))
+
+
+@pytest.mark.parametrize('output, words', [
+    ('a_file/samples.png', 'a_file is a file'),
+    ('a_folder', 'is a directory, not a file'),
+])
+def test_sample_to_an_unwritable_output_fails_before_sampling(
+    run_dir, tmp_path, output, words):
+  (tmp_path / 'a_file').write_text('')
+  (tmp_path / 'a_folder').mkdir()
+  before = sorted(tmp_path.rglob('*'))
+  with pytest.raises(common.TrainError, match=words):
+    sample.run(helpers.parse(sample.define_flags, f'--model_dir={run_dir[0]}',
+                             f'--output={tmp_path / output}'))
+  assert sorted(tmp_path.rglob('*')) == before
+
+
+def test_export_to_an_unwritable_output_fails_before_loading(tmp_path):
+  (tmp_path / 'a_file').write_text('')
+  with pytest.raises(common.TrainError, match='a_file is a file'):
+    export_command.run(helpers.parse(
+        export_command.define_flags, f'--checkpoint_dir={tmp_path / "none"}',
+        f'--output={tmp_path / "a_file" / "exported"}'))
+
+
+def test_non_finite_temperature_is_a_flags_error():
+  with pytest.raises(Exception, match='finite'):
+    helpers.parse(sample.define_flags, '--model_dir=a', '--output=b.png',
+                  '--temperature=nan')
 
 
 def test_evaluate_on_data_with_other_channels_is_an_error(run_dir, tmp_path):
@@ -126,11 +156,13 @@ def test_interpolation_between_dataset_images_and_files(run_dir, tmp_path):
 
 @pytest.mark.parametrize('interpolate, words', [
     ('0,100000', 'has no image 100000'),
-    ('0,/no/such/image.png', '/no/such/image.png'),
+    ('0,/no/such/image.png', "'/no/such/image.png': no such file"),
+    ('0,/', "'/': not a regular file"),
+    ('-1,2', 'indices start at 0, got -1'),
 ])
 def test_interpolation_of_missing_images_is_an_error(
     run_dir, tmp_path, interpolate, words):
-  with pytest.raises(common.TrainError, match=words):
+  with pytest.raises(common.EXPECTED_ERRORS, match=words):
     sample.run(helpers.parse(
         sample.define_flags, f'--model_dir={run_dir[0]}',
         f'--interpolate={interpolate}', f'--output={tmp_path / "x.png"}'))

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -244,11 +245,13 @@ def test_folder_dataset_skips_a_corrupt_file(tmp_path, caplog):
     image = rng.integers(0, 256, size=(10 + i, 12, 3), dtype=np.uint8)
     (folder / f'{i:02d}.png').write_bytes(tf.io.encode_png(image).numpy())
   (folder / 'corrupt.png').write_bytes(b'not a png')
+  (folder / 'dangling.png').symlink_to(tmp_path / 'gone.png')
+  (folder / 'folder.png').mkdir()  # Walked as a folder, not read as a file.
   result = train.run(_parse(
       f'--model_dir={tmp_path / "run"}', f'--dataset=folder:{folder}',
       *helpers.TINY, '--steps=2', '--steps_per_epoch=2'))
   assert result['step'] == 2 and math.isfinite(result['test_bits_per_dim'])
-  assert 'Skipped 1 of 13 image files' in caplog.text
+  assert 'Skipped 2 of 14 image files' in caplog.text
 
 
 def _free_port():
@@ -311,6 +314,74 @@ def test_bad_flags_fail_at_parse_time_with_one_line(args, words, tmp_path):
   assert not os.listdir(tmp_path)
 
 
+def test_model_dir_that_cannot_be_created_fails_before_any_work(tmp_path):
+  (tmp_path / 'a_file').write_text('')
+  result = helpers.run('train', f'--model_dir={tmp_path / "a_file" / "run"}',
+                       *helpers.TINY, '--steps=2')
+  helpers.assert_fails_with_one_line(result, 'error: Cannot create',
+                                     'a_file is a file')
+  assert 'Starting' not in result.stdout
+  assert os.listdir(tmp_path) == ['a_file']
+
+
+def test_run_that_stopped_before_its_first_checkpoint_can_start_over(
+    tmp_path):
+  args = (f'--model_dir={tmp_path}', *helpers.TINY, '--steps=4',
+          '--steps_per_epoch=2', '--warmup_steps=0')
+  with pytest.raises(common.TrainError, match='no checkpoint was written'):
+    train.run(_parse(*args, '--learning_rate=1e30'))
+  assert _checkpoint_step(tmp_path) is None
+  # Other options, as the error advises: a new run, not a mismatch.
+  result = train.run(_parse(*args, '--learning_rate=1e-3'))
+  assert result['step'] == 4
+  assert json.loads((tmp_path / 'config.json').read_text())[
+      'learning_rate'] == 1e-3
+
+
+@pytest.mark.parametrize('raised, words, status', [
+    ('KeyboardInterrupt()', 'error: interrupted', 130),
+    ("OSError(28, 'No space left on device')", 'No space left on device', 1),
+    ("tf.errors.NotFoundError(None, None, "
+     "'{{function_node __wrapped__ReadFile}} x.png; no such file [Op:ReadFile]')",
+     'error: x.png; no such file', 1),
+])
+def test_interruptions_and_file_errors_end_with_one_line(raised, words,
+                                                         status):
+  code = ('import tensorflow as tf\n'
+          'from train import common\n'
+          'def run(flag_values):\n'
+          f'  raise {raised}\n'
+          'common.run_main(run)\n')
+  result = subprocess.run([sys.executable, '-c', code],
+                          cwd=helpers.ROOT, env=helpers.env(),
+                          capture_output=True, text=True, timeout=120,
+                          check=False)
+  assert result.returncode == status, result.stderr
+  line = helpers.assert_fails_with_one_line(result, words)
+  assert '{{' not in line and '[Op:' not in line
+
+
+@pytest.mark.parametrize('content, words', [
+    ('5', 'not a JSON object'),
+    ('{"levels": 2}', 'it lacks'),
+])
+def test_damaged_config_is_a_clear_error(tmp_path, content, words):
+  (tmp_path / 'config.json').write_text(content)
+  with pytest.raises(common.TrainError, match=words):
+    common.read_config(str(tmp_path))
+
+
+def test_config_values_of_the_wrong_type_are_a_clear_error(finished_run,
+                                                           tmp_path):
+  model_dir, _ = _copy(finished_run, tmp_path)
+  config = json.loads((model_dir / 'config.json').read_text())
+  config.update(ema='0.99', width=8.5)
+  (model_dir / 'config.json').write_text(json.dumps(config))
+  with pytest.raises(common.TrainError,
+                     match=r"wrong type: width \(8.5\), ema \('0.99'\)"):
+    common.read_config(str(model_dir))
+
+
 def test_missing_folder_fails_with_one_line(tmp_path):
   result = helpers.run('train', f'--model_dir={tmp_path / "run"}',
                        f'--dataset=folder:{tmp_path / "missing"}')
@@ -322,7 +393,8 @@ def test_missing_folder_fails_with_one_line(tmp_path):
 @pytest.mark.parametrize('args', [
     ('--width=0',), ('--levels=-1',), ('--kernel_size=4',), ('--n_bits=9',),
     ('--strategy=tpu',), ('--conv=3x3',), ('--ema=1',),
-    ('--temperatures=0.5,-1',), ('--steps=0',),
+    ('--temperatures=0.5,-1',), ('--steps=0',), ('--learning_rate=nan',),
+    ('--learning_rate=inf',), ('--temperatures=inf',),
 ])
 def test_more_bad_flags_are_rejected_at_parse_time(args):
   with pytest.raises(Exception, match='flag'):

@@ -27,7 +27,9 @@ Choices, written down once:
 """
 
 import json
+import math
 import os
+import re
 import sys
 
 from absl import app
@@ -90,7 +92,42 @@ def define_data_flags(flag_values, dataset_default=data.EMBEDDED):
       flag_values=flag_values)
   flags.DEFINE_string('data_dir', None, 'TFDS data directory.',
                       flag_values=flag_values)
+  flags.DEFINE_bool('download', True,
+                    'Let TFDS download and prepare a dataset it lacks '
+                    '(--nodownload: use only what --data_dir holds).',
+                    flag_values=flag_values)
   _validate(flag_values, 'dataset', _check_dataset, 'unknown --dataset')
+
+
+def require_finite(flag_values, name):
+  """Makes NaN and infinite values of the float flag `name` a flags error."""
+  _validate(flag_values, name, lambda value: value is None or math.isfinite(value),
+            f'--{name} must be a finite number')
+
+
+def check_output_path(path, flag, directory):
+  """Raises a TrainError unless `path` can be created or written.
+
+  Checked before any work, so that a command never computes for nothing or
+  stops half-way. `directory`: whether `path` names a directory (else a
+  file). Remote paths (`scheme://`) are left to the write itself.
+  """
+  if '://' in path:
+    return
+  path = os.path.abspath(path)
+  if os.path.exists(path):
+    if directory and not os.path.isdir(path):
+      raise TrainError(f'--{flag}={path} is a file, not a directory.')
+    if not directory and os.path.isdir(path):
+      raise TrainError(f'--{flag}={path} is a directory, not a file.')
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise TrainError(f'Cannot create --{flag}={path}: {parent} is a file.')
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise TrainError(
+        f'Cannot write --{flag}={path}: {parent} is not writable.')
 
 
 def define_model_source_flags(flag_values, directory_flag):
@@ -265,10 +302,31 @@ def read_config(model_dir):
       config = json.load(file)
   except ValueError as error:
     raise TrainError(f'{path} is not valid JSON: {error}') from error
+  if not isinstance(config, dict):
+    raise TrainError(f'{path} is not a run configuration: not a JSON object.')
   missing = [key for key in RUN_KEYS if key not in config]
-  if not isinstance(config, dict) or missing:
+  if missing:
     raise TrainError(f'{path} is not a run configuration: it lacks {missing}.')
+  wrong = [f'{key} ({config[key]!r})' for key in RUN_KEYS
+           if not _has_config_type(key, config[key])]
+  if wrong:
+    raise TrainError(f'{path} has values of the wrong type: {", ".join(wrong)}.')
   return config
+
+
+# The JSON types of config.json's values.
+_STRING_KEYS = ('dataset', 'conv', 'coupling', 'scale', 'corner', 'optimizer')
+_FLOAT_KEYS = ('learning_rate', 'ema')
+
+
+def _has_config_type(key, value):
+  if key in _STRING_KEYS:
+    return isinstance(value, str)
+  if isinstance(value, bool):
+    return False
+  if key in _FLOAT_KEYS:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+  return isinstance(value, int)
 
 
 def check_config(model_dir, config):
@@ -355,6 +413,8 @@ def restore_for_inference(model_dir):
   Returns:
     `(model, config, step)`.
   """
+  if not tf.io.gfile.isdir(model_dir):
+    raise TrainError(f'Model directory {model_dir} does not exist.')
   config = read_config(model_dir)
   if config is None:
     raise TrainError(f'{model_dir} holds no {CONFIG_FILE}: not a model '
@@ -462,10 +522,25 @@ def sample_grid(sample_fn, temperatures, per_row, n_bits, seed=0):
 
 
 def first_line(error):
-  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+  """The first line of `error`'s message, without TensorFlow's op decorations."""
+  lines = str(error).strip().splitlines()
+  return one_line(lines[0]) if lines else type(error).__name__
 
 
 EXPECTED_ERRORS = (TrainError, data.DataError, export.ExportError)
+# Failures of the file system (a path that vanished, a full disk, no
+# permission) are the user's to fix, not bugs: also one line.
+FILE_ERRORS = (OSError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError,
+               tf.errors.ResourceExhaustedError)
+INTERRUPTED_STATUS = 130  # As a shell reports a command ended by SIGINT.
+
+
+def one_line(error):
+  """`error`'s message (or any text) on one line, without TensorFlow's op
+  decorations."""
+  message = re.sub(r'\{\{function_node [^}]*\}\}|\[Op:\w+\]', '',
+                   str(error))
+  return ' '.join(message.split()) or type(error).__name__
 
 
 def run_main(run):
@@ -473,9 +548,10 @@ def run_main(run):
 
   Positional arguments are an error (every option is a flag). Python logging
   shows warnings and errors unless `--verbosity` is given. An error of
-  `EXPECTED_ERRORS` prints `error: MESSAGE` (the message on one line) to
-  stderr and exits with status 1, without a traceback; anything else is a bug
-  and keeps its traceback.
+  `EXPECTED_ERRORS` or `FILE_ERRORS` prints `error: MESSAGE` (the message on
+  one line) to stderr and exits with status 1, without a traceback; Ctrl-C
+  prints one line and exits with status 130; anything else is a bug and keeps
+  its traceback.
   """
 
   def main(argv):
@@ -486,9 +562,12 @@ def run_main(run):
         raise TrainError(
             f'unexpected arguments {argv[1:]}; options are --flags.')
       run(flags.FLAGS)
-    except EXPECTED_ERRORS as error:
-      message = ' '.join(str(error).split()) or type(error).__name__
-      print(f'error: {message}', file=sys.stderr, flush=True)
+    except EXPECTED_ERRORS + FILE_ERRORS as error:
+      print(f'error: {one_line(error)}', file=sys.stderr, flush=True)
       sys.exit(1)
+    except KeyboardInterrupt:
+      print('error: interrupted; the newest checkpoint (if any) is kept, and '
+            'the same command resumes from it.', file=sys.stderr, flush=True)
+      sys.exit(INTERRUPTED_STATUS)
 
   app.run(main)

@@ -39,10 +39,10 @@ def define_flags(flag_values=FLAGS):
                        lower_bound=1, flag_values=fv)
 
 
-def load_split(flow, dataset, split, data_dir):
+def load_split(flow, dataset, split, data_dir, download=True):
   """`uint8` images of a split, at the flow's size, checked for channels."""
   height, _, channels = flow.image_shape
-  images = data.load_images(dataset, split, height, data_dir)
+  images = data.load_images(dataset, split, height, data_dir, download)
   found = int(images.element_spec.shape[-1])
   if found != channels:
     raise common.TrainError(
@@ -56,7 +56,8 @@ def run(flag_values=FLAGS):
   flow = common.Flow(flag_values.checkpoint_dir, flag_values.saved_model)
   dataset = flag_values.dataset or flow.dataset or data.EMBEDDED
   split = flag_values.split or common.default_eval_split(dataset)
-  images = load_split(flow, dataset, split, flag_values.data_dir)
+  images = load_split(flow, dataset, split, flag_values.data_dir,
+                      flag_values.download)
   bits = common.mean_bits_per_dim(flow.bits_per_dim, images, flow.n_bits,
                                   flag_values.batch_size)
   print(f'{split} bits/dim: {bits:.4f}', flush=True)

@@ -34,9 +34,10 @@ def define_flags(flag_values=FLAGS):
 
 def run(flag_values=FLAGS):
   """Exports as the flags say; returns the SavedModel path."""
-  model, _, step = common.restore_for_inference(flag_values.checkpoint_dir)
   output = flag_values.output or os.path.join(flag_values.checkpoint_dir,
                                               'saved_model')
+  common.check_output_path(output, 'output', directory=True)
+  model, _, step = common.restore_for_inference(flag_values.checkpoint_dir)
   export.save(model, output)
   print(f'Step {step}; SavedModel: {output}', flush=True)
   return output

@@ -50,6 +50,7 @@ def define_flags(flag_values=FLAGS):
                        flag_values=fv)
   flags.DEFINE_float('temperature', 0.7, 'Sampling temperature.',
                      lower_bound=0., flag_values=fv)
+  common.require_finite(fv, 'temperature')
   flags.DEFINE_integer('seed', 0, 'Seed of the samples (and of the '
                        'dequantization noise of interpolated images).',
                        lower_bound=0, flag_values=fv)
@@ -68,33 +69,20 @@ def define_flags(flag_values=FLAGS):
       '--interpolate takes two images: A,B', flag_values=fv)
 
 
-def _read_image_file(path, image_shape):
-  """A `uint8` image file, centre-cropped to a square, resized."""
-  size, _, channels = image_shape
-  try:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
-                               expand_animations=False)
-  except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
-    raise common.TrainError(
-        f'Cannot read image {path!r}: {common.first_line(error)}') from error
-  side = min(image.shape[0], image.shape[1])
-  image = tf.image.crop_to_bounding_box(image, (image.shape[0] - side) // 2,
-                                        (image.shape[1] - side) // 2, side,
-                                        side)
-  image = tf.image.resize(image, [size, size], antialias=True)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-
-
-def _endpoints(flow, items, dataset, split, data_dir):
+def _endpoints(flow, items, dataset, split, data_dir, download):
   """The two `uint8` images named by `--interpolate`."""
   images = None
   picked = []
   for item in items:
+    if item.startswith('-') and item[1:].isdigit():
+      raise common.TrainError(
+          f'--interpolate: dataset indices start at 0, got {item}.')
     if not item.isdigit():
-      picked.append(_read_image_file(item, flow.image_shape))
+      size, _, channels = flow.image_shape
+      picked.append(data.load_image_file(item, size, channels))
       continue
     if images is None:
-      images = evaluate.load_split(flow, dataset, split, data_dir)
+      images = evaluate.load_split(flow, dataset, split, data_dir, download)
     found = list(images.skip(int(item)).take(1))
     if not found:
       raise common.TrainError(
@@ -116,12 +104,14 @@ def interpolate(flow, endpoints, steps, seed):
 def run(flag_values=FLAGS):
   """Writes the samples or the interpolation; returns the grid written."""
   fv = flag_values
+  common.check_output_path(fv.output, 'output', directory=False)
   flow = common.Flow(fv.model_dir, fv.saved_model)
   if fv.interpolate:
     dataset = fv.dataset or flow.dataset or data.EMBEDDED
     split = fv.split or common.default_eval_split(dataset)
     row = interpolate(flow, _endpoints(flow, fv.interpolate, dataset, split,
-                                       fv.data_dir), fv.steps, fv.seed)
+                                       fv.data_dir, fv.download), fv.steps,
+                      fv.seed)
     grid = data.image_grid(np.asarray(row), rows=1)
   else:
     images = flow.sample(fv.num_samples, fv.temperature, [fv.seed, 0])

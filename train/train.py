@@ -117,6 +117,7 @@ def define_flags(flag_values=FLAGS):
   flags.DEFINE_list('temperatures', ['0.5', '0.7', '0.9', '1.0'],
                     'Sampling temperatures, one row of the sample grids each.',
                     flag_values=fv)
+  common.require_finite(fv, 'learning_rate')
   flags.register_validator(
       'ema', lambda ema: ema < 1., '--ema must be below 1', flag_values=fv)
   flags.register_validator(
@@ -127,7 +128,8 @@ def define_flags(flag_values=FLAGS):
 
 def _temperatures_ok(values):
   try:
-    return bool(values) and all(float(t) > 0 for t in values)
+    return bool(values) and all(
+        0 < float(t) < float('inf') for t in values)
   except ValueError:
     return False
 
@@ -269,7 +271,8 @@ def _data_and_config(options):
   split = options['eval_split'] or common.default_eval_split(
       options['dataset'])
   train_images, test_images = (
-      data.load_images(options['dataset'], name, size, options['data_dir'])
+      data.load_images(options['dataset'], name, size, options['data_dir'],
+                       options['download'])
       for name in ('train', split))
   config = {key: options[key] for key in common.RUN_KEYS if key in options}
   config.update(image_size=size,
@@ -281,11 +284,12 @@ def _restore_or_start(config, strategy, model_dir, write_dir, chief):
   """The model (compiled with its optimizer), restored from `model_dir`'s
   newest checkpoint if there is one, and the checkpoint manager that writes
   to `write_dir`."""
-  common.check_config(model_dir, config)
   path = common.latest_checkpoint(model_dir)
-  if path and common.read_config(model_dir) is None:
-    raise common.TrainError(
-        f'{model_dir} holds checkpoints but no {common.CONFIG_FILE}.')
+  if path:
+    if common.read_config(model_dir) is None:
+      raise common.TrainError(
+          f'{model_dir} holds checkpoints but no {common.CONFIG_FILE}.')
+    common.check_config(model_dir, config)
   with strategy.scope():
     model = common.build_model(config)
     optimizer = common.build_optimizer(config, model.trainable_variables)
@@ -296,7 +300,9 @@ def _restore_or_start(config, strategy, model_dir, write_dir, chief):
     print(f'Resuming {model_dir} from {path}.', flush=True)
   else:
     print(f'Starting a new run in {model_dir}.', flush=True)
-  if chief and common.read_config(model_dir) is None:
+  if chief and not path:
+    # No checkpoint yet (a new run, or one that stopped before its first):
+    # this run's options are the run's.
     common.write_config(model_dir, config)
   manager = tf.train.CheckpointManager(
       checkpoint, write_dir, common.KEEP_CHECKPOINTS,
@@ -347,6 +353,8 @@ def run(flag_values=FLAGS):
   strategy = make_strategy(options['strategy'])
   model_dir = options['model_dir']
   chief = is_chief(strategy)
+  if chief:
+    common.check_output_path(model_dir, 'model_dir', directory=True)
   # Non-chief workers write what the chief writes, where it is thrown away.
   write_dir = model_dir if chief else tempfile.mkdtemp(prefix='cinc-worker-')
   try:

@@ -6,7 +6,6 @@ better expose `forward_and_log_det(x)`; this module applies it through
 `tfb.Chain`s, falling back to TFP's two calls for any other bijector.
 """
 
-import tensorflow_probability as tfp
 # `tfb.Chain(...)` builds a `_Chain` unless every part is a CompositeTensor.
 from tensorflow_probability.python.bijectors import chain as _chain
 
