@@ -115,7 +115,9 @@ def load_folder(path, image_size):
   Images become RGB (grayscale is repeated, alpha dropped), centre-cropped to
   a square and resized to `image_size`. Files that do not decode are skipped,
   counted and logged: corrupt ones, and any the file system cannot read (a
-  dangling link, a folder named like an image, no permission).
+  dangling link, no permission). The decoded folder is kept until another is
+  asked for, so its train and test splits decode it once; a file added,
+  removed or changed since means decoding it again.
 
   Returns:
     `(images, n_skipped)`: `uint8` `[N, S, S, 3]` and the number of skipped
@@ -126,11 +128,29 @@ def load_folder(path, image_size):
   """
   if not tf.io.gfile.isdir(path):
     raise DataError(f'Image folder {path!r} does not exist.')
-  files = sorted(
+  files = tuple(sorted(
       os.path.join(folder, file_name)
       for folder, _, file_names in tf.io.gfile.walk(path)
       for file_name in file_names
-      if file_name.lower().endswith(_FOLDER_EXTENSIONS))
+      if file_name.lower().endswith(_FOLDER_EXTENSIONS)))
+  images, n_skipped = _decode_files(path, files, image_size,
+                                    tuple(map(_file_stamp, files)))
+  return images.copy(), n_skipped
+
+
+def _file_stamp(path):
+  """What changes when the file does: `(mtime, size)`, None if unreadable."""
+  try:
+    stat = tf.io.gfile.stat(path)
+  except tf.errors.OpError:
+    return None
+  return stat.mtime_nsec, stat.length
+
+
+@functools.lru_cache(maxsize=1)
+def _decode_files(path, files, image_size, stamps):
+  """`load_folder`'s result for `files` under `path` (`stamps` key the cache)."""
+  del stamps
   images = []
   for file_path in files:
     try:

@@ -116,6 +116,26 @@ def test_small_folder_test_split_is_last_image(tmp_path):
   assert np.array_equal(test, images[-1:])
 
 
+def test_folder_is_decoded_once_for_both_splits_until_it_changes(
+    tmp_path, monkeypatch):
+  rng = np.random.default_rng(2)
+  for index in range(12):
+    _write(str(tmp_path / f'{index:02d}.png'),
+           tf.io.encode_png(_random_image(rng, [4, 4, 3])))
+  decoded = []
+  load_image_file = data.load_image_file
+  monkeypatch.setattr(data, 'load_image_file',
+                      lambda *args: decoded.append(args) or load_image_file(*args))
+  train = _all(data.load_images(f'folder:{tmp_path}', 'train', image_size=4))
+  test = _all(data.load_images(f'folder:{tmp_path}', 'test', image_size=4))
+  assert len(decoded) == 12 and len(train) == 11 and len(test) == 1
+  # Rewriting a file (new contents, new size) decodes the folder again.
+  _write(str(tmp_path / '09.png'),
+         tf.io.encode_png(np.zeros([6, 6, 3], np.uint8)))
+  test = _all(data.load_images(f'folder:{tmp_path}', 'test', image_size=4))
+  assert len(decoded) == 24 and np.all(test == 0)
+
+
 def test_folder_errors(tmp_path):
   missing = str(tmp_path / 'missing')
   with pytest.raises(data.DataError, match=re.escape(missing)):
