@@ -269,6 +269,10 @@ def dequantize(images, n_bits=8, seed=None):
   """
   _check_n_bits(n_bits)
   images = tf.convert_to_tensor(images)
+  if images.dtype != tf.uint8:
+    raise DataError(
+        f'dequantize takes uint8 images, got {images.dtype.name}: cast only '
+        'values known to be in 0..255.')
   bins = tf.cast(images, tf.int32) // 2**(8 - n_bits)
   noise_args = dict(
       shape=tf.shape(bins), minval=0, maxval=2**_NOISE_BITS, dtype=tf.int32)
@@ -303,6 +307,9 @@ def pipeline(images,
 
   Optionally shuffles (seeded) and repeats, batches, then dequantizes batch
   `i` with the stateless seed `[seed, i]`: the stream depends only on `seed`.
+  So each pass over a dataset that is not repeated has the same noise; for
+  fresh noise all through training, pass `repeat=True` and give `fit` a
+  `steps_per_epoch` (as `train/` does).
 
   Args:
     images: dataset of `uint8` `[S, S, C]` images (`load_images`).

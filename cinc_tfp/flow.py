@@ -1,5 +1,6 @@
 """CIncFlow: Glow's multi-scale flow with CInC convolutions, as a Keras 3 model."""
 
+import collections.abc
 import math
 
 import keras
@@ -25,6 +26,7 @@ def _positive_int(value, name):
   return int(value)
 
 
+@keras.saving.register_keras_serializable(package='cinc_tfp')
 class CIncFlow(layers.CheckpointsSublayers, keras.Model):
   """A normalizing flow for images, trained by maximum likelihood with `fit`.
 
@@ -39,6 +41,11 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
   Inputs are dequantized images in `[-0.5, 0.5)` (see `cinc_tfp.data`), of
   shape `[B, H, W, C]`. `fit` minimizes bits per dimension of the discrete
   data, `-log p(x) / (H W C ln 2) + n_bits`, on training and validation data.
+  Calling the model (`model(x)`, `predict`) gives `log_prob(x)`.
+
+  Weights and computations share one dtype (float32 or float64): a
+  triangular solve in float16 would not be exact, so mixed-precision policies
+  are refused.
   """
 
   def __init__(self,
@@ -73,6 +80,10 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
       **kwargs: passed to `keras.Model` (e.g. `name`, `dtype`).
     """
     super().__init__(**kwargs)
+    if self.dtype_policy.compute_dtype != self.dtype_policy.variable_dtype:
+      raise ValueError(
+          f'CIncFlow: mixed precision ({self.dtype_policy.name}) is not '
+          f'supported; use float32 or float64.')
     image_shape = tuple(image_shape)
     if len(image_shape) != 3:
       raise ValueError(
@@ -87,8 +98,13 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
     if kernel_size % 2 == 0:
       raise ValueError(
           f'CIncFlow: kernel_size must be odd, got {kernel_size}.')
-    if not 1 <= n_bits <= 8:
+    if _positive_int(n_bits, 'n_bits') > 8:
       raise ValueError(f'CIncFlow: n_bits must be in 1..8, got {n_bits!r}.')
+    if scale not in bijectors.SCALES:
+      raise ValueError(
+          f'CIncFlow: scale must be one of {bijectors.SCALES}, got {scale!r}.')
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+      raise ValueError(f'CIncFlow: seed must be an int, got {seed!r}.')
     if corner != CORNER_CYCLE and corner not in bijectors.CORNERS:
       raise ValueError(
           f'CIncFlow: corner must be {CORNER_CYCLE!r} or one of '
@@ -108,8 +124,8 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
     self.kernel_size = kernel_size
     self.scale = scale
     self.corner = corner
-    self.n_bits = n_bits
-    self.seed = seed
+    self.n_bits = int(n_bits)
+    self.seed = int(seed)
     self.num_dims = height * width_px * channels
 
     self.actnorms, self.convs, self.couplings, self.priors = [], [], [], []
@@ -152,7 +168,8 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
         image_shape=self.image_shape, levels=self.levels, depth=self.depth,
         width=self.width, conv=self.conv, coupling=self.coupling,
         kernel_size=self.kernel_size, scale=self.scale, corner=self.corner,
-        n_bits=self.n_bits, seed=self.seed, name=self.name)
+        n_bits=self.n_bits, seed=self.seed, name=self.name,
+        dtype=self.dtype_policy.name)
 
   # The flow as TFP objects.
 
@@ -236,16 +253,18 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
   def sample(self, n, temperature=1.0, seed=None):
     """`n` images; the base normal is scaled by `temperature` (Glow).
 
-    `seed` is an int or a `[2]` int tensor: the same seed gives the same
-    images. `None` draws a fresh seed.
+    `seed` is a non-negative int (Python, NumPy or a scalar tensor) or a
+    `[2]` int stateless seed: the same seed gives the same images. `None`
+    draws a fresh seed.
     """
-    if seed is None:
-      seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-    elif isinstance(seed, int):
-      seed = tf.constant([seed, 0], tf.int32)
-    z = tf.random.stateless_normal(tf.stack([n, self.num_dims]), seed,
+    z = tf.random.stateless_normal(tf.stack([n, self.num_dims]),
+                                   _stateless_seed(seed),
                                    dtype=self.compute_dtype)
     return self.decode(z * tf.cast(temperature, self.compute_dtype))
+
+  def call(self, x):
+    """`log_prob(x)`: what `model(x)` and `predict` return."""
+    return self.log_prob(x)
 
   # Training.
 
@@ -258,7 +277,9 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
 
     Every ActNorm is set so that its input from `x` comes out with zero mean
     and unit variance per channel. Called by `fit` with the first batch when
-    the model is not initialized yet (a restored model is).
+    the model is not initialized yet (a restored model is); call it yourself
+    before `fit` for inputs whose first batch `fit` cannot see in advance
+    (see `_first_batch`).
     """
     if not self.is_initialized:
       fused.forward_and_log_det(self.bijector(data_init=True),
@@ -266,7 +287,8 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
 
   def fit(self, x=None, *args, **kwargs):  # pylint: disable=keyword-arg-before-vararg
     if x is not None and not self.is_initialized:
-      self.initialize(_first_batch(x, kwargs.get('batch_size')))
+      batch, x = _first_batch(x, kwargs.get('batch_size'))
+      self.initialize(batch)
     return super().fit(x, *args, **kwargs)
 
   @property
@@ -287,7 +309,7 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
   def test_step(self, data):
     x = data[0] if isinstance(data, (tuple, list)) else data
     self.bits_per_dim_tracker.update_state(tf.reduce_mean(self.bits_per_dim(x)))
-    return {'bits_per_dim': self.bits_per_dim_tracker.result()}
+    return {'bits_per_dim': _log(self.bits_per_dim_tracker.result())}
 
 
 def _log(value):
@@ -304,9 +326,45 @@ def _log(value):
   return value
 
 
+def _stateless_seed(seed):
+  """A `[2]` int32 stateless seed from `sample`'s `seed` argument."""
+  if seed is None:
+    return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+  if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+    if not 0 <= seed < 2**62:
+      raise ValueError(f'CIncFlow: seed must be in [0, 2**62), got {seed}.')
+    # Two 31-bit halves, so that large seeds do not wrap onto small ones.
+    return tf.constant([int(seed) % 2**31, int(seed) // 2**31], tf.int32)
+  seed = tf.convert_to_tensor(seed)
+  if seed.shape.rank == 0:
+    seed = tf.cast(seed, tf.int64)
+    seed = tf.stack([seed % 2**31, seed // 2**31])
+  return tf.cast(seed, tf.int32)
+
+
+def _prepend(first, rest):
+  """A generator of `first`, then of what `rest` yields (Keras' `fit` takes
+  generators, not other iterators)."""
+  yield first
+  yield from rest
+
+
 def _first_batch(x, batch_size):
-  """The first batch `fit` will see, for data-dependent initialization."""
+  """`(first batch, x)`: the first batch `fit` will see, for data-dependent
+  initialization, and what to pass on to Keras' `fit` (an iterator gets its
+  first element back)."""
   if isinstance(x, tf.data.Dataset):
     batch = next(iter(x))
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
-  return x[:batch_size or 32]
+  elif isinstance(x, keras.utils.PyDataset):
+    batch = x[0]
+  elif isinstance(x, collections.abc.Iterator):
+    batch = next(x)
+    x = _prepend(batch, x)
+  elif hasattr(x, '__getitem__') and hasattr(x, 'shape'):
+    batch = x[:batch_size or 32]
+  else:
+    raise TypeError(
+        f'CIncFlow.fit: cannot take the first batch of a {type(x).__name__} '
+        'for the ActNorms\' data-dependent initialization; call '
+        'model.initialize(first_batch) before fit.')
+  return (batch[0] if isinstance(batch, (tuple, list)) else batch), x

@@ -148,12 +148,14 @@ class CouplingLayer(CheckpointsSublayers, keras.layers.Layer):
     self.scale = scale
     block = channels // blocks
     self.networks = []
-    for i in range(1, blocks):
-      network = nets.CouplingNetwork(
-          2 * block, width, seed=seed * 3 + i, dtype=self.dtype_policy,
-          name=f'network_{i}')
-      network.build((None, height, width_px, i * block))
-      self.networks.append(network)
+    # In this layer's scope, so that weight paths name the layer.
+    with keras.name_scope(self.name):
+      for i in range(1, blocks):
+        network = nets.CouplingNetwork(
+            2 * block, width, seed=seed * 3 + i, dtype=self.dtype_policy,
+            name=f'network_{i}')
+        network.build((None, height, width_px, i * block))
+        self.networks.append(network)
     self.built = True  # every weight exists, with its final shape
 
   def bijector(self):
@@ -169,9 +171,10 @@ class PriorLayer(keras.layers.Layer):
     super().__init__(**kwargs)
     height, width, channels = image_shape
     self.image_shape = tuple(image_shape)
-    self.network = nets.ZeroConv2D(channels, dtype=self.dtype_policy,
-                                   name='prior')
-    self.network.build((None, height, width, channels // 2))
+    with keras.name_scope(self.name):  # See CouplingLayer.
+      self.network = nets.ZeroConv2D(channels, dtype=self.dtype_policy,
+                                     name='prior')
+      self.network.build((None, height, width, channels // 2))
     self.built = True  # every weight exists, with its final shape
 
   def bijector(self, inner):

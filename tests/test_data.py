@@ -167,6 +167,9 @@ def test_bad_arguments():
       data.dequantize(images, n_bits)
     with pytest.raises(data.DataError, match='n_bits'):
       data.quantize(tf.zeros([2]), n_bits)
+  for not_uint8 in (tf.constant([300, -4]), tf.constant([0.3])):
+    with pytest.raises(data.DataError, match='dequantize takes uint8 images'):
+      data.dequantize(not_uint8)
   dataset = tf.data.Dataset.from_tensor_slices(tf.zeros([4, 2, 2, 1], tf.uint8))
   for batch_size in [0, 2.0, None]:
     with pytest.raises(data.DataError, match='batch_size'):

@@ -72,6 +72,47 @@ def test_sampling_is_reproducible_and_temperature_scales_the_latent():
   np.testing.assert_allclose(cold, 0.5 * model.encode(first), atol=1e-4)
   zero = model.sample(2, temperature=0., seed=7)
   np.testing.assert_allclose(model.encode(zero), 0., atol=1e-4)
+  # Any integer seed means the same; large ones do not wrap onto small ones.
+  for same in (np.int64(7), tf.constant(7), tf.constant(7, tf.int64), [7, 0]):
+    np.testing.assert_array_equal(model.sample(3, seed=same), first)
+  assert not np.array_equal(model.sample(3, seed=2**31 + 7), first)
+  with pytest.raises(ValueError, match='seed must be in'):
+    model.sample(1, seed=-1)
+
+
+def test_calling_the_model_gives_log_prob():
+  model = tiny_flow()
+  x = tf.random.stateless_uniform((4,) + IMAGE_SHAPE, [5, 6], -0.5, 0.5)
+  expected = model.log_prob(x)
+  np.testing.assert_allclose(model(x), expected, rtol=1e-6)
+  np.testing.assert_allclose(model.predict(x, batch_size=2, verbose=0),
+                             expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'float64'])
+def test_whole_model_saves_and_loads_with_keras(tmp_path, dtype):
+  model = tiny_flow(dtype=dtype)
+  model.save(tmp_path / 'flow.keras')
+  loaded = keras.models.load_model(tmp_path / 'flow.keras')
+  assert type(loaded) is cinc_tfp.CIncFlow and loaded.compute_dtype == dtype
+  assert loaded.is_initialized
+  for restored, saved in zip(loaded.weights, model.weights):
+    assert restored.dtype == saved.dtype
+    np.testing.assert_array_equal(restored.numpy(), saved.numpy())
+  np.testing.assert_array_equal(loaded.sample(2, seed=3), model.sample(2, seed=3))
+
+
+def test_fit_takes_a_generator():
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=1, width=8)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+
+  def batches():
+    for i in range(6):  # Keras wants tuples from a generator: (x,).
+      yield (tf.random.stateless_uniform((8,) + IMAGE_SHAPE, [i, 0], -0.5,
+                                         0.5),)
+
+  history = model.fit(batches(), steps_per_epoch=3, epochs=2, verbose=0)
+  assert model.is_initialized and len(history.history['bits_per_dim']) == 2
 
 
 def test_initialize_normalizes_the_first_batch_once():
@@ -111,15 +152,32 @@ def test_fit_lowers_bits_per_dim_and_trains_every_weight():
   assert any('actnorm' in v.path for v in model.trainable_variables)
 
 
+def _network_params(inputs, outputs, width):
+  """Glow's coupling network: 3x3 conv, 1x1 conv, 3x3 conv, with biases."""
+  return (9 * inputs * width + width) + (width * width + width) + (
+      9 * width * outputs + outputs)
+
+
 def test_summary_and_parameter_count(capsys):
-  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=1, width=8)
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=1, width=8,
+                            conv='1x1', coupling='affine')
+  # Level 0 is 4x4x12, level 1 2x2x24: per step an ActNorm (2C), a 1x1
+  # convolution (C*C LU factors, C log-scales) and an affine coupling's
+  # network (C/2 in, C out); the split prior (3x3 conv, C/2 in, C out); the
+  # top prior (2C).
+  expected = sum(2 * c + c * c + c + _network_params(c // 2, c, 8)
+                 for c in (12, 24)) + (9 * 6 * 12 + 12) + 2 * 24
+  assert expected == 5620
+  assert sum(int(np.prod(v.shape)) for v in model.trainable_variables) == (
+      expected)
   model.summary()
-  assert 'level1_step0_cinc' in capsys.readouterr().out
-  conv = model.convs[0]
-  channels = conv.channels
-  assert conv.count_params() == 9 * channels**2 + 2 * channels
-  assert model.count_params() == sum(
-      int(np.prod(v.shape)) for v in model.weights)
+  summary = capsys.readouterr().out
+  assert 'level1_step0_1x1' in summary and 'Trainable params: 5,620' in summary
+  conv = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=8).convs[0]
+  assert conv.count_params() == 9 * 12**2 + 2 * 12
+  # Every weight has its own path.
+  paths = [v.path for v in model.weights]
+  assert len(set(paths)) == len(paths)
 
 
 @pytest.mark.parametrize('writer', ['tf.train.Checkpoint', 'keras'])
@@ -194,6 +252,16 @@ def test_bad_input_is_a_clear_error():
     cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, kernel_size=4)
   with pytest.raises(ValueError, match=r'image_shape must be \(H, W, C\)'):
     cinc_tfp.CIncFlow((8, 8), levels=1)
+  with pytest.raises(ValueError, match='scale must be one of'):
+    cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, scale='bogus')
+  with pytest.raises(ValueError, match='n_bits must be a positive int'):
+    cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, n_bits=5.5)
+  with pytest.raises(ValueError, match='n_bits must be in 1..8'):
+    cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, n_bits=9)
+  with pytest.raises(ValueError, match='seed must be an int'):
+    cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, seed='a')
+  with pytest.raises(ValueError, match='mixed precision'):
+    cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, dtype='mixed_float16')
   model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
   with pytest.raises(ValueError, match=r'expected a batch of images of shape \[B, 8, 8, 3\]'):
     model.log_prob(tf.zeros([2, 8, 8, 1]))

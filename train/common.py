@@ -48,7 +48,6 @@ from cinc_tfp import layers
 CONFIG_FILE = 'config.json'
 CHECKPOINT_PREFIX = 'ckpt'
 KEEP_CHECKPOINTS = 3
-SCALES = ('sigmoid', 'exp')
 OPTIMIZERS = ('adamax', 'adam')
 
 # Keys of config.json, in order: the model and data, then the optimizer.
@@ -173,7 +172,7 @@ def define_model_flags(flag_values, defaults):
   flags.DEFINE_integer('kernel_size', defaults['kernel_size'],
                        'Odd kernel size of the CInC convolutions.',
                        lower_bound=1, flag_values=fv)
-  flags.DEFINE_enum('scale', defaults['scale'], SCALES,
+  flags.DEFINE_enum('scale', defaults['scale'], bijectors.SCALES,
                     'Scale function of the couplings.', flag_values=fv)
   flags.DEFINE_enum('corner', defaults['corner'],
                     (flow.CORNER_CYCLE,) + bijectors.CORNERS,

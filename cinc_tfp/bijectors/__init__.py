@@ -1,6 +1,7 @@
 """Invertible image layers of a CInC flow, as TFP bijectors (event rank 3)."""
 
 from cinc_tfp.bijectors.actnorm import ActNorm
+from cinc_tfp.bijectors._block_coupling import SCALES
 from cinc_tfp.bijectors.affine_coupling import AffineCoupling
 from cinc_tfp.bijectors.cinc_conv import CIncConv2D
 from cinc_tfp.bijectors.conv1x1 import Conv1x1
@@ -20,6 +21,7 @@ __all__ = [
     'EmergingConv2D',
     'FactorOut',
     'QuadCoupling',
+    'SCALES',
     'Squeeze',
     'forward_and_log_det',
 ]
