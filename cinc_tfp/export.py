@@ -144,7 +144,12 @@ def save(model, path):
 
 
 def _replace(source, path):
-  """Moves directory `source` to `path`, replacing what `path` holds."""
+  """Moves directory `source` to `path`, replacing what `path` holds.
+
+  Two renames: between them `path` is briefly absent (a reader sees the old
+  SavedModel, the new one or none, never a mix); if the second fails, the
+  old one is put back.
+  """
   if not os.path.lexists(path):
     os.replace(source, path)
     return

@@ -62,23 +62,23 @@ def test_round_trip_matches_model(exported, conv):
   x = _images(3, seed=5)
   for batch in (x[:1], x):  # any batch size
     np.testing.assert_allclose(
-        loaded.log_prob(batch)['log_prob'], model.log_prob(batch), rtol=1e-4)
+        loaded.log_prob(batch)['log_prob'], model.log_prob(batch), rtol=1e-6)
   np.testing.assert_allclose(
       loaded.bits_per_dim(x)['bits_per_dim'], model.bits_per_dim(x),
-      rtol=1e-4)
+      rtol=1e-6)
   latents = loaded.encode(x)['latents']
   assert latents.shape == (3, model.num_dims)
-  np.testing.assert_allclose(latents, model.encode(x), atol=1e-5)
+  np.testing.assert_allclose(latents, model.encode(x), atol=1e-6)
   decoded = loaded.decode(latents)['images']
   np.testing.assert_allclose(decoded, x, atol=1e-4)
-  np.testing.assert_allclose(decoded, model.decode(latents), atol=1e-5)
+  np.testing.assert_allclose(decoded, model.decode(latents), atol=1e-6)
 
   n, temperature, seed = tf.constant(4), tf.constant(TEMPERATURE), SEED
   sample = loaded.sample(n, temperature, tf.constant(seed))
   assert sample['images'].shape == (4, *SHAPE)
   np.testing.assert_allclose(sample['images'],
                              model.sample(4, TEMPERATURE, tf.constant(seed)),
-                             atol=1e-5)
+                             atol=1e-6)
   again = loaded.sample(n, temperature, tf.constant(seed))
   np.testing.assert_array_equal(again['images'], sample['images'])
   other = loaded.sample(n, temperature, tf.constant([seed[0] + 1, seed[1]]))
@@ -112,16 +112,16 @@ _CHILD = textwrap.dedent("""
     for call in (lambda name, **kw: getattr(loaded, name)(**kw),
                  lambda name, **kw: loaded.signatures[name](**kw)):
       np.testing.assert_allclose(call('log_prob', images=x)['log_prob'],
-                                 expected['log_prob'], rtol=1e-4)
+                                 expected['log_prob'], rtol=1e-6)
       np.testing.assert_allclose(call('bits_per_dim', images=x)['bits_per_dim'],
-                                 expected['bits_per_dim'], rtol=1e-4)
+                                 expected['bits_per_dim'], rtol=1e-6)
       np.testing.assert_allclose(call('encode', images=x)['latents'], latents,
-                                 atol=1e-5)
+                                 atol=1e-6)
       np.testing.assert_allclose(call('decode', latents=latents)['images'], x,
                                  atol=1e-4)
       sample = call('sample', **args)
       np.testing.assert_allclose(sample['images'], expected['sample'],
-                                 atol=1e-5)
+                                 atol=1e-6)
       np.testing.assert_array_equal(sample['images_uint8'],
                                     expected['sample_uint8'])
     assert tuple(loaded.image_shape.numpy()) == x.shape[1:]
@@ -157,7 +157,7 @@ def _assert_serves(path, model):
   x = _images(2)
   loaded = export.load(path)
   np.testing.assert_allclose(loaded.log_prob(x)['log_prob'], model.log_prob(x),
-                             rtol=1e-4)
+                             rtol=1e-6)
 
 
 def test_save_replaces_previous(exported, tmp_path):
