@@ -10,7 +10,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -254,16 +253,10 @@ def test_folder_dataset_skips_a_corrupt_file(tmp_path, caplog):
   assert 'Skipped 2 of 14 image files' in caplog.text
 
 
-def _free_port():
-  with socket.socket() as sock:
-    sock.bind(('127.0.0.1', 0))
-    return sock.getsockname()[1]
-
-
 @pytest.mark.slow  # Two processes that start a gRPC cluster: about a minute.
 def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
   model_dir = tmp_path / 'run'
-  cluster = {'worker': [f'127.0.0.1:{_free_port()}' for _ in range(2)]}
+  cluster = {'worker': [f'127.0.0.1:{helpers.free_port()}' for _ in range(2)]}
   logs = [tmp_path / f'worker{index}.log' for index in range(2)]
   workers = []
   for index, log in enumerate(logs):

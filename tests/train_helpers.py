@@ -2,6 +2,7 @@
 
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -21,6 +22,13 @@ _NATIVE_LOG = re.compile(
     r'instructions:)')
 # absl's hint after a flag parsing error.
 _ABSL_HINT = 'Pass --helpshort or --helpfull to see help on flags.'
+
+
+def free_port():
+  """A local TCP port free right now (for a test cluster)."""
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    return sock.getsockname()[1]
 
 
 def env(**extra):
