@@ -4,13 +4,15 @@
 * `cinc_tfp.CIncFlow`: the multi-scale flow as a Keras model.
 * `cinc_tfp.data`: dataset pipelines and dequantization.
 * `cinc_tfp.export`: SavedModels that serve with plain TensorFlow.
+* `cinc_tfp.training`: the paper's optimizer, warm-up and Polyak averaging.
 """
 
 from cinc_tfp import bijectors
 from cinc_tfp import data
 from cinc_tfp import export
 from cinc_tfp import nets
+from cinc_tfp import training
 from cinc_tfp.flow import CIncFlow
 
-__all__ = ['CIncFlow', 'bijectors', 'data', 'export', 'nets']
+__all__ = ['CIncFlow', 'bijectors', 'data', 'export', 'nets', 'training']
 __version__ = '0.1.0'

@@ -35,7 +35,6 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -44,11 +43,12 @@ from cinc_tfp import data
 from cinc_tfp import export
 from cinc_tfp import flow
 from cinc_tfp import layers
+from cinc_tfp import training
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_PREFIX = 'ckpt'
 KEEP_CHECKPOINTS = 3
-OPTIMIZERS = ('adamax', 'adam')
+OPTIMIZERS = training.OPTIMIZERS
 
 # Keys of config.json, in order: the model and data, then the optimizer.
 MODEL_KEYS = ('levels', 'depth', 'width', 'conv', 'coupling', 'kernel_size',
@@ -227,61 +227,11 @@ def build_model(config):
     raise TrainError(str(error)) from error
 
 
-class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
-  """Linear warm-up from `rate / steps` to `rate` over `steps` steps, then
-  constant (the paper's schedule)."""
-
-  def __init__(self, rate, steps):
-    self.rate = rate
-    self.steps = steps
-
-  def __call__(self, step):
-    if not self.steps:
-      return tf.constant(self.rate, tf.float32)
-    fraction = tf.cast(step + 1, tf.float32) / self.steps
-    return self.rate * tf.minimum(1.0, fraction)
-
-  def get_config(self):
-    return {'rate': self.rate, 'steps': self.steps}
-
-
-class _KeepsRawWeights:
-  """Keras' `fit` ends by overwriting the weights with their moving averages
-  (`finalize_variable_values`). Here training goes on after a `fit` call (the
-  next call, a resumed run) from the raw weights, so that is a no-op, and
-  `use_averaged_weights` swaps the averages in once training is over."""
-
-  def finalize_variable_values(self, var_list):
-    del var_list
-
-  def swap_in_averages(self, var_list):
-    super().finalize_variable_values(var_list)  # pylint: disable=no-member
-
-
-class Adamax(_KeepsRawWeights, keras.optimizers.Adamax):
-  """Adamax whose averaged weights are swapped in only on request."""
-
-
-class Adam(_KeepsRawWeights, keras.optimizers.Adam):
-  """Adam whose averaged weights are swapped in only on request."""
-
-
 def build_optimizer(config, variables):
-  """The run's Adamax or Adam, with Polyak averaging (EMA) if `config['ema']`,
-  built for `variables` (so that a checkpoint restores into it at once)."""
-  kind = {'adamax': Adamax, 'adam': Adam}
-  ema = config['ema']
-  optimizer = kind[config['optimizer']](
-      learning_rate=WarmUp(config['learning_rate'], config['warmup_steps']),
-      use_ema=ema > 0, ema_momentum=ema if ema > 0 else 0.99)
-  optimizer.build(variables)
-  return optimizer
-
-
-def use_averaged_weights(model, optimizer):
-  """Overwrites the model's weights with their EMA, if the optimizer keeps
-  one. Never save a training checkpoint after this."""
-  optimizer.swap_in_averages(model.trainable_variables)
+  """The run's optimizer (`cinc_tfp.training.optimizer`), built for
+  `variables` so that a checkpoint restores into it at once."""
+  return training.optimizer(config['optimizer'], config['learning_rate'],
+                            config['warmup_steps'], config['ema'], variables)
 
 
 # config.json.
@@ -424,7 +374,7 @@ def restore_for_inference(model_dir):
   model = build_model(config)
   optimizer = build_optimizer(config, model.trainable_variables)
   restore(make_checkpoint(model, optimizer), path)
-  use_averaged_weights(model, optimizer)
+  training.use_averaged_weights(model, optimizer)
   return model, config, int(optimizer.iterations.numpy())
 
 

@@ -64,6 +64,7 @@ import tensorflow as tf
 
 from cinc_tfp import data
 from cinc_tfp import export
+from cinc_tfp import training
 from train import common
 
 FLAGS = flags.FLAGS
@@ -368,7 +369,7 @@ def run(flag_values=FLAGS):
     step = int(model.optimizer.iterations.numpy())
 
     # The run's checkpoints are final: the averaged weights replace the raw.
-    common.use_averaged_weights(model, model.optimizer)
+    training.use_averaged_weights(model, model.optimizer)
     bits = common.mean_bits_per_dim(
         tf.function(model.bits_per_dim, input_signature=[tf.TensorSpec(
             [None, *model.image_shape], tf.float32)]),
