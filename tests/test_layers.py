@@ -41,7 +41,7 @@ def test_actnorm_layer_initializes_once_and_keeps_the_flag_as_a_weight():
   assert not hasattr(prior, 'initialized')
 
 
-def test_coupling_layer_networks_and_checkpoint():
+def test_coupling_layer_networks_and_weight_paths():
   quad = layers.CouplingLayer('quad', (4, 4, 8), width=4, name='quad')
   affine = layers.CouplingLayer('affine', (4, 4, 8), width=4, name='affine')
   assert len(quad.networks) == 3 and len(affine.networks) == 1

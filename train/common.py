@@ -48,7 +48,6 @@ from cinc_tfp import training
 CONFIG_FILE = 'config.json'
 CHECKPOINT_PREFIX = 'ckpt'
 KEEP_CHECKPOINTS = 3
-OPTIMIZERS = training.OPTIMIZERS
 
 # Keys of config.json, in order: the model and data, then the optimizer.
 MODEL_KEYS = ('levels', 'depth', 'width', 'conv', 'coupling', 'kernel_size',

@@ -95,7 +95,7 @@ def define_flags(flag_values=FLAGS):
   flags.DEFINE_integer('checkpoint_every', 200,
                        'Steps between checkpoints.', lower_bound=1,
                        flag_values=fv)
-  flags.DEFINE_enum('optimizer', 'adamax', common.OPTIMIZERS,
+  flags.DEFINE_enum('optimizer', 'adamax', training.OPTIMIZERS,
                     'Adamax (the paper) or Adam.', flag_values=fv)
   flags.DEFINE_float('learning_rate', 3e-3, 'Learning rate after warm-up.',
                      lower_bound=0., flag_values=fv)
