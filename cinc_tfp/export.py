@@ -116,11 +116,16 @@ def save(model, path):
 
   Raises:
     ExportError: `path` exists and is neither a SavedModel nor an empty
-      directory.
+      directory, or the model was never initialized (neither trained nor
+      restored).
   """
   if not isinstance(model, flow.CIncFlow):
     raise TypeError(
         f'export.save expects a cinc_tfp.CIncFlow, got {type(model).__name__}.')
+  if not model.is_initialized:
+    raise ExportError(
+        'Refusing to export a CIncFlow that was never initialized: train it, '
+        'restore its weights or call model.initialize(images) first.')
   path = os.path.abspath(os.fspath(path))
   if os.path.lexists(path) and not (
       os.path.isdir(path) and (_is_saved_model(path) or not os.listdir(path))):

@@ -218,6 +218,13 @@ def test_save_refuses_to_replace_other_data(tmp_path):
     export.save(tf.Module(), str(tmp_path / 'saved'))
 
 
+def test_save_refuses_an_uninitialized_model(tmp_path):
+  model = CIncFlow(SHAPE, levels=2, depth=1, width=4)
+  with pytest.raises(export.ExportError, match='never initialized'):
+    export.save(model, str(tmp_path / 'saved'))
+  assert _listing(tmp_path) == []
+
+
 def test_load_errors_name_the_path(tmp_path):
   corrupt = tmp_path / 'corrupt'
   corrupt.mkdir()

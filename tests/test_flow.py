@@ -154,6 +154,26 @@ def test_fit_lowers_bits_per_dim_and_trains_every_weight():
   assert any('actnorm' in v.path for v in model.trainable_variables)
 
 
+@pytest.mark.parametrize('conv', ['cinc', 'emerging', '1x1'])
+def test_fit_under_xla_matches_fit_without(conv):
+  # Keras compiles `fit` with XLA by default when a GPU is present.
+  x = tf.random.stateless_uniform((16,) + IMAGE_SHAPE, [4, 0], -0.5, 0.5)
+  results = []
+  for jit_compile in (False, True):
+    model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=1, width=8,
+                              conv=conv, coupling='quad', seed=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  jit_compile=jit_compile)
+    assert model.jit_compile == jit_compile
+    history = model.fit(x, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    results.append((history.history['bits_per_dim'],
+                    [v.numpy() for v in model.trainable_variables]))
+  (loss, weights), (xla_loss, xla_weights) = results
+  np.testing.assert_allclose(xla_loss, loss, rtol=1e-5)
+  for xla_weight, weight in zip(xla_weights, weights):
+    np.testing.assert_allclose(xla_weight, weight, rtol=1e-4, atol=1e-5)
+
+
 def _network_params(inputs, outputs, width):
   """Glow's coupling network: 3x3 conv, 1x1 conv, 3x3 conv, with biases."""
   return (9 * inputs * width + width) + (width * width + width) + (
