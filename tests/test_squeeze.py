@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from cinc_tfp import bijectors
 from tests import bijector_checks
@@ -36,6 +37,27 @@ def test_shapes():
   # The first output pixel holds the top-left 2x2 block's four pixels.
   np.testing.assert_array_equal(
       y[0, 0, 0], tf.reshape(x[0, :2, :2], [-1]))
+  # Unknown rank stays unknown, as TFP's own bijectors do.
+  assert squeeze.forward_event_shape(tf.TensorShape(None)).rank is None
+  assert squeeze.inverse_event_shape(tf.TensorShape(None)).rank is None
+
+
+def test_event_shape_known_only_in_the_graph():
+  distribution = lambda shape: tfp.distributions.TransformedDistribution(
+      tfp.distributions.Sample(tfp.distributions.Normal(0., 1.), shape),
+      bijectors.Squeeze())
+
+  @tf.function(input_signature=[tf.TensorSpec(None, tf.int32),
+                                tf.TensorSpec([2, 2, 4])])
+  def event_shape_and_log_prob(shape, y):
+    squeezed = distribution(shape)
+    return squeezed.event_shape_tensor(), squeezed.log_prob(y)
+
+  y = tf.random.stateless_normal([2, 2, 4], [0, 4])
+  shape, log_prob = event_shape_and_log_prob(tf.constant([4, 4, 1]), y)
+  np.testing.assert_array_equal(shape, [2, 2, 4])
+  np.testing.assert_allclose(log_prob,
+                             distribution([4, 4, 1]).log_prob(y), rtol=1e-6)
 
 
 def test_bad_input_is_a_clear_error():

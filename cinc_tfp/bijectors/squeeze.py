@@ -31,7 +31,8 @@ class Squeeze(tfp.bijectors.Bijector):
     return dict()
 
   def _event_dims(self, shape):
-    """`(H, W, C)` of a static shape `[..., H, W, C]` (entries may be None)."""
+    """`(H, W, C)` of a static shape `[..., H, W, C]` of known rank (entries
+    may be None)."""
     if shape.rank is not None and shape.rank < 3:
       raise ValueError(
           f'{self.name}: expected images of shape [..., H, W, C] (rank >= 3), '
@@ -39,12 +40,16 @@ class Squeeze(tfp.bijectors.Bijector):
     return shape[-3:]
 
   def _forward_event_shape(self, input_shape):
+    if input_shape.rank is None:
+      return input_shape
     height, width, channels = self._event_dims(input_shape)
     self._check_even(height, width, input_shape)
     return input_shape[:-3].concatenate(
         [_half(height), _half(width), _times(channels, 4)])
 
   def _inverse_event_shape(self, output_shape):
+    if output_shape.rank is None:
+      return output_shape
     height, width, channels = self._event_dims(output_shape)
     if channels is not None and channels % 4:
       raise ValueError(
