@@ -161,6 +161,7 @@ def test_unknown_benchmark_fails_with_one_line():
     ('models', '--batch_size_train=0', 'batch_size_train'),
     ('models', '--models=Glow,Nope', 'models'),
     ('models', '--models=CInC+affine,TFP Glow', 'models'),
+    ('models', '--models=', 'models'),
 ])
 def test_bad_flag_fails_clearly(benchmark_name, flag, name):
   result = _run(benchmark_name, flag)

@@ -21,7 +21,9 @@ shared machine: only the ratios, measured side by side, are meaningful.
 `models` times whole `CIncFlow`s (CInC+quad, CInC+affine, Emerging+affine and
 Glow = 1x1+affine, at `--width`; CInC+quad again with the width that matches
 the Glow row's parameter count) and TFP's own `tfb.Glow` (the same number of
-steps, its coupling networks' hidden width matched the same way): drawing
+steps, its coupling networks' hidden width matched the same way; trained
+through `TransformedDistribution.log_prob`, which runs each of its networks
+twice, once for the inverse and once for the log-determinant): drawing
 `--num_samples` images, and one Adam step on the log-likelihood of a batch of
 `--batch_size_train` random images, each a `tf.function` traced once and
 warmed up, timed interleaved as above. With `--paper_size` it repeats all of
@@ -363,6 +365,8 @@ def check_models(models):
   """A ValueError unless `models` names rows of the table, with 'Glow' when
   a row is matched to its parameter count."""
   names = [row[0] for row in _MODELS]
+  if not models:
+    raise ValueError(f'--models: name at least one of the rows {names}.')
   unknown = [name for name in models if name not in names]
   if unknown:
     raise ValueError(f'--models: unknown {unknown}; the rows are {names}.')
