@@ -229,7 +229,12 @@ def solve_rows(y, kernel, corner='top_left'):
 
 
 def solve_raster(y, kernel, corner='top_left'):
-  """Reference inverse of `causal_conv2d`: one pixel at a time, raster order."""
+  """Reference inverse of `causal_conv2d`: one pixel at a time, raster order.
+
+  Only the `k` rows a pixel reads (the `k - 1` solved rows above it and the
+  row being solved) are kept as the loop's state, so each step copies `k`
+  zero-padded rows rather than the whole image.
+  """
   check_corner(corner)
   y, kernel = _to_top_left(y, kernel, corner)
   _, height, width, channels = y.shape
@@ -237,19 +242,28 @@ def solve_raster(y, kernel, corner='top_left'):
   tap = kernel[k - 1, k - 1]
   y_pixels = tf.transpose(y, [1, 2, 0, 3])  # [H, W, B, C]
   batch = tf.shape(y)[0]
-  solved = tf.zeros(
-      tf.stack([height + k - 1, width + k - 1, batch, channels]), y.dtype)
+  # window[a, k - 1 + j] is pixel j of image row i - k + 1 + a; zeros pad
+  # the left and the rows above the image.
+  blank_row = tf.zeros(tf.stack([1, width + k - 1, batch, channels]), y.dtype)
+  window = tf.tile(blank_row, [k, 1, 1, 1])
 
-  def step(n, solved):
-    i, j = n // width, n % width
-    patch = tf.slice(solved, tf.stack([i, j, 0, 0]), [k, k, -1, -1])
+  def solve_pixel(i, j, window):
+    patch = tf.slice(window, tf.stack([0, j, 0, 0]), [k, k, -1, -1])
     residual = y_pixels[i, j] - tf.einsum('hwbi,hwio->bo', patch, kernel)
     pixel = tf.linalg.triangular_solve(
         tap, tf.transpose(residual), lower=False, adjoint=True)
-    return n + 1, tf.tensor_scatter_nd_update(
-        solved, [[i + k - 1, j + k - 1]], tf.transpose(pixel)[tf.newaxis])
+    return tf.tensor_scatter_nd_update(
+        window, [[k - 1, j + k - 1]], tf.transpose(pixel)[tf.newaxis])
 
-  _, solved = tf.while_loop(
-      lambda n, _: n < height * width, step, [tf.constant(0), solved])
-  x = tf.transpose(solved[k - 1:, k - 1:], [2, 0, 1, 3])
+  def solve_row(i, window, rows):
+    _, window = tf.while_loop(
+        lambda j, _: j < width, lambda j, w: (j + 1, solve_pixel(i, j, w)),
+        [tf.constant(0), window])
+    rows = rows.write(i, window[k - 1, k - 1:])
+    return i + 1, tf.concat([window[1:], blank_row], axis=0), rows
+
+  _, _, rows = tf.while_loop(
+      lambda i, *_: i < height, solve_row,
+      [tf.constant(0), window, tf.TensorArray(y.dtype, size=height)])
+  x = tf.transpose(rows.stack(), [2, 0, 1, 3])  # [B, H, W, C]
   return _from_top_left(x, corner)
