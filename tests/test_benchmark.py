@@ -50,6 +50,36 @@ def test_layers_report_has_every_candidate_and_ratio():
   assert all(cell.endswith((' meets', ' MISSES')) for cell in ratios[1][2:4])
 
 
+def test_layer_candidates_compute_what_their_labels_say():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  # label: (layer, method), written out here apart from _CANDIDATES.
+  labels = {
+      'CInC fwd': ('cinc', 'forward'),
+      'CInC inv': ('cinc', 'inverse'),
+      'raster inv': ('cinc', 'inverse_reference'),
+      'Emerging fwd': ('emerging', 'forward'),
+      'Emerging inv': ('emerging', 'inverse'),
+      'Emerging raster inv': ('emerging', 'inverse_reference'),
+      '1x1 fwd': ('conv1x1', 'forward'),
+      '1x1 inv': ('conv1x1', 'inverse'),
+  }
+  assert {name: (key, direction) for name, key, direction
+          in benchmark._CANDIDATES} == labels
+  candidates, x = benchmark.layer_candidates((4, 6, 4), 3, jit=False)
+  assert list(candidates) == list(labels)
+  layers = benchmark._build((4, 6, 4), seed=0)  # The same weights.
+  for name, (key, direction) in labels.items():
+    function, inputs = candidates[name]
+    if direction == 'forward':
+      np.testing.assert_array_equal(inputs, x)
+      expected = layers[key].forward(x)
+    else:  # Every inverse, fast or raster, gives back the images.
+      np.testing.assert_allclose(inputs, layers[key].forward(x), rtol=1e-6)
+      expected = x
+    np.testing.assert_allclose(function(inputs), np.sum(expected), rtol=1e-4,
+                               atol=1e-3, err_msg=name)
+
+
 def test_layers_without_raster_leave_its_cells_empty():
   report = benchmark.run_layers(batch_size=2, repeats=1, shapes=[(4, 4, 4)],
                                 raster_repeats=0)

@@ -118,16 +118,18 @@ def _build(shape, seed):
   return layers
 
 
-def time_layers(shape, batch_size, repeats, raster_repeats, jit, seed=0):
-  """Median ms per call of each candidate on `[batch_size, *shape]` images."""
+def layer_candidates(shape, batch_size, jit, with_raster=True, seed=0):
+  """(`{name: (fn, input)}`, `x`): each candidate of `_CANDIDATES` as a traced
+  function of `[batch_size, *shape]` images that returns the sum of its
+  output, with its input: the random images `x` for a forward, the layer's
+  output on `x` for an inverse (which should then sum to `x`'s sum)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   layers = _build(shape, seed)
   spec = tf.TensorSpec([batch_size, *shape], tf.float32)
   x = tf.random.stateless_normal(spec.shape, [seed, 1])
-  calls, counts = {}, {}
+  candidates = {}
   for name, key, direction in _CANDIDATES:
-    raster = direction == 'inverse_reference'
-    if raster and not raster_repeats:
+    if direction == 'inverse_reference' and not with_raster:
       continue
     method = getattr(layers[key], direction)
     # A fresh symbolic input per trace, so the bijector cache never hits; the
@@ -136,8 +138,20 @@ def time_layers(shape, batch_size, repeats, raster_repeats, jit, seed=0):
         lambda t, method=method: tf.reduce_sum(method(t)),
         input_signature=[spec], jit_compile=jit or None)
     inputs = layers[key].forward(x) if direction != 'forward' else x
-    calls[name] = functools.partial(function, inputs)
-    counts[name] = raster_repeats if raster else repeats
+    candidates[name] = (function, inputs)
+  return candidates, x
+
+
+def time_layers(shape, batch_size, repeats, raster_repeats, jit, seed=0):
+  """Median ms per call of each candidate on `[batch_size, *shape]` images."""
+  candidates, _ = layer_candidates(shape, batch_size, jit,
+                                   with_raster=raster_repeats > 0, seed=seed)
+  calls = {name: functools.partial(function, inputs)
+           for name, (function, inputs) in candidates.items()}
+  raster = {name for name, _, direction in _CANDIDATES
+            if direction == 'inverse_reference'}
+  counts = {name: raster_repeats if name in raster else repeats
+            for name in calls}
   return _median_ms(calls, counts)
 
 
