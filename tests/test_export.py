@@ -99,6 +99,22 @@ def test_round_trip_matches_model(exported, conv):
   assert int(loaded.n_bits) == model.n_bits
 
 
+def test_export_of_a_5_bit_model_keeps_its_bit_depth(tmp_path):
+  model = CIncFlow(SHAPE, levels=1, depth=1, width=4, n_bits=5)
+  model.initialize(_images(8))
+  path = str(tmp_path / 'saved')
+  export.save(model, path)
+  loaded = export.load(path)
+  assert int(loaded.n_bits) == 5
+  assert json.loads(loaded.config_json.numpy())['n_bits'] == 5
+  sample = loaded.sample(tf.constant(8), tf.constant(1.), tf.constant(SEED))
+  # uint8 images on the 0..255 scale, in steps of 2**(8 - 5).
+  images_uint8 = sample['images_uint8'].numpy()
+  assert np.all(images_uint8 % 8 == 0) and len(np.unique(images_uint8)) > 4
+  np.testing.assert_array_equal(images_uint8,
+                                data.quantize(sample['images'], 5))
+
+
 _CHILD = textwrap.dedent("""
     import sys
     import numpy as np

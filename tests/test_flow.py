@@ -82,6 +82,53 @@ def test_sampling_is_reproducible_and_temperature_scales_the_latent():
     model.sample(1, seed=-1)
 
 
+def test_tensor_seeds_beyond_31_bits_do_not_wrap():
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
+  large = 2**31 + 7
+  expected = model.sample(2, seed=large)
+  np.testing.assert_array_equal(
+      model.sample(2, seed=tf.constant(large, tf.int64)), expected)
+  assert not np.array_equal(model.sample(2, seed=tf.constant(7, tf.int64)),
+                            expected)
+
+
+def test_bits_per_dim_of_a_5_bit_flow():
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4, n_bits=5)
+  x = tf.random.stateless_uniform((3,) + IMAGE_SHAPE, [5, 6], -0.5, 0.5)
+  model.initialize(x)
+  # -log2 p(x) per dimension, plus the log2 of the 2**5 bins per dimension.
+  expected = -model.log_prob(x).numpy() / (192 * np.log(2.)) + 5
+  np.testing.assert_allclose(model.bits_per_dim(x), expected, rtol=1e-6)
+
+
+def test_config_round_trip_keeps_every_option():
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4,
+                            conv='emerging', coupling='affine', kernel_size=5,
+                            scale='exp', corner='bottom_left', n_bits=5, seed=3,
+                            name='flow5', dtype='float64')
+  config = model.get_config()
+  assert cinc_tfp.CIncFlow.from_config(config).get_config() == config
+  assert {key: config[key] for key in ('n_bits', 'seed', 'scale', 'corner',
+                                       'kernel_size', 'dtype')} == dict(
+      n_bits=5, seed=3, scale='exp', corner='bottom_left', kernel_size=5,
+      dtype='float64')
+
+
+def test_corners_cycle_and_every_step_has_its_own_initial_weights():
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=5, width=4)
+  corners = cinc_tfp.bijectors.CORNERS
+  assert [conv.corner for conv in model.convs] == list(corners) + [corners[0]]
+  fixed = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=2, width=4,
+                            corner='bottom_right')
+  assert [conv.corner for conv in fixed.convs] == ['bottom_right'] * 2
+  kernels = [conv.kernel.numpy() for conv in model.convs]
+  networks = [coupling.networks[0].hidden_in.kernel.numpy()
+              for coupling in model.couplings]
+  for weights in (kernels, networks):
+    for a, b in itertools.combinations(weights, 2):
+      assert not np.array_equal(a, b)
+
+
 def test_calling_the_model_gives_log_prob():
   model = tiny_flow()
   x = tf.random.stateless_uniform((4,) + IMAGE_SHAPE, [5, 6], -0.5, 0.5)
@@ -116,6 +163,44 @@ def test_fit_takes_a_generator():
   history = model.fit(batches(), steps_per_epoch=3, epochs=2, shuffle=False,
                       verbose=0)
   assert model.is_initialized and len(history.history['bits_per_dim']) == 2
+
+
+def test_fit_trains_on_every_batch_of_a_generator():
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
+  model.compile(optimizer=keras.optimizers.SGD(1e-3))
+  batches = ((tf.random.stateless_uniform((4,) + IMAGE_SHAPE, [i, 0], -0.5,
+                                         0.5),) for i in range(3))
+  steps = []
+  count = keras.callbacks.LambdaCallback(
+      on_train_batch_end=lambda batch, logs: steps.append(batch))
+  model.fit(batches, steps_per_epoch=3, epochs=1, shuffle=False, verbose=0,
+            callbacks=[count])
+  # The first batch, taken for initialization, is trained on too.
+  assert steps == [0, 1, 2]
+
+
+def test_fit_initializes_on_the_first_batch_of_an_array():
+  x = tf.random.stateless_uniform((16,) + IMAGE_SHAPE, [7, 0], -0.5, 0.5)
+  expected = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
+  expected.initialize(x[:8])
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
+  model.compile(optimizer=keras.optimizers.SGD(0.))
+  model.fit(x.numpy(), batch_size=8, epochs=1, shuffle=False, verbose=0)
+  for name in ('log_scale', 'bias'):
+    np.testing.assert_allclose(getattr(model.actnorms[0], name).numpy(),
+                               getattr(expected.actnorms[0], name).numpy(),
+                               rtol=1e-6)
+
+
+def test_evaluate_reports_each_call_alone():
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
+  x = tf.random.stateless_uniform((8,) + IMAGE_SHAPE, [8, 0], -0.5, 0.5)
+  model.initialize(x)
+  model.compile(optimizer=keras.optimizers.SGD(0.))
+  model.evaluate(x[:4], batch_size=4, verbose=0)
+  second = model.evaluate(2. * x[4:], batch_size=4, verbose=0)
+  assert second == pytest.approx(
+      float(tf.reduce_mean(model.bits_per_dim(2. * x[4:]))), rel=1e-5)
 
 
 def test_initialize_normalizes_the_first_batch_once():

@@ -26,6 +26,23 @@ def test_conv_bijector_is_built_from_the_layer_weights(kind):
   assert not np.allclose(layer.bijector().forward(x), before)
 
 
+@pytest.mark.parametrize('kind', ['cinc', 'emerging'])
+def test_conv_kernels_start_small_random_and_seeded(kind):
+
+  def kernels(seed):
+    layer = layers.InvertibleConvLayer(kind, 8, seed=seed, name=f'conv_{kind}')
+    return [w.numpy() for w in layer.trainable_weights if 'kernel' in w.name]
+
+  first = kernels(1)
+  assert len(first) == (1 if kind == 'cinc' else 2)
+  for kernel, again, other in zip(first, kernels(1), kernels(2)):
+    np.testing.assert_array_equal(kernel, again)
+    assert not np.array_equal(kernel, other)
+    assert 0.04 < kernel.std() < 0.06  # N(0, 0.05**2)
+  if kind == 'emerging':
+    assert not np.array_equal(*first)
+
+
 def test_actnorm_layer_initializes_once_and_keeps_the_flag_as_a_weight():
   layer = layers.ActNormLayer(3, name='actnorm')
   x = tf.constant(2. + 3. * np.random.default_rng(0).normal(size=[8, 4, 4, 3]),

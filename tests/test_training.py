@@ -53,9 +53,39 @@ def test_without_ema_use_averaged_weights_changes_nothing():
     np.testing.assert_array_equal(variable.numpy(), weights)
 
 
+def test_optimizer_built_for_variables_restores_its_state_at_once(tmp_path):
+
+  def dense_and_optimizer():
+    layer = keras.layers.Dense(2)
+    layer.build((None, 3))
+    return layer, training.optimizer('adam', 0.1, ema=0.5,
+                                     variables=layer.trainable_variables)
+
+  layer, optimizer = dense_and_optimizer()
+  for step in range(2):
+    gradients = [tf.fill(v.shape, float(step + 1))
+                 for v in layer.trainable_variables]
+    optimizer.apply_gradients(zip(gradients, layer.trainable_variables))
+  path = tf.train.Checkpoint(layer=layer, optimizer=optimizer).write(
+      str(tmp_path / 'ckpt'))
+  # A fresh optimizer takes every slot and average from the checkpoint, before
+  # any step: so that the averages can be swapped in after a restore.
+  fresh_layer, fresh = dense_and_optimizer()
+  tf.train.Checkpoint(layer=fresh_layer, optimizer=fresh).read(
+      path).assert_consumed()
+  assert len(fresh.variables) == len(optimizer.variables) > 1
+  for restored, saved in zip(fresh.variables, optimizer.variables):
+    np.testing.assert_array_equal(restored.numpy(), saved.numpy())
+  training.use_averaged_weights(fresh_layer, fresh)
+  training.use_averaged_weights(layer, optimizer)
+  for restored, saved in zip(fresh_layer.weights, layer.weights):
+    np.testing.assert_array_equal(restored.numpy(), saved.numpy())
+
+
 @pytest.mark.parametrize('kwargs, words', [
     (dict(name='sgd'), 'optimizer must be one of'),
     (dict(learning_rate=float('nan')), 'learning_rate must be'),
+    (dict(learning_rate=-1e-3), 'learning_rate must be'),
     (dict(warmup_steps=-1), 'warmup_steps must be'),
     (dict(ema=1.), r'ema must be in \[0, 1\)'),
 ])
