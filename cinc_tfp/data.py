@@ -24,7 +24,8 @@ import tensorflow_datasets as tfds
 
 __all__ = [
     'EMBEDDED', 'DataError', 'default_image_size', 'dequantize', 'image_grid',
-    'load_folder', 'load_images', 'pipeline', 'quantize', 'write_png'
+    'load_folder', 'load_images', 'pipeline', 'quantize', 'SHUFFLE_BUFFER',
+    'write_png'
 ]
 
 EMBEDDED = 'embedded'
@@ -44,7 +45,7 @@ _TFDS_SIZES = {
     'imagenet_resized/32x32': 32,
     'imagenet_resized/64x64': 64,
 }
-_SHUFFLE_BUFFER = 10000
+SHUFFLE_BUFFER = 10000
 # Dequantization noise is drawn on a grid of 2**-15 of a bin, so that
 # `x * 2**15 + k < 2**23` is exact in float32 and never rounds into the next
 # bin.
@@ -329,7 +330,7 @@ def pipeline(images,
     raise DataError(f'seed must be an int, got {seed!r}.')
   _check_n_bits(n_bits)
   if shuffle:
-    images = images.shuffle(_SHUFFLE_BUFFER, seed=seed)
+    images = images.shuffle(SHUFFLE_BUFFER, seed=seed)
   if repeat:
     images = images.repeat()
   batches = images.batch(batch_size, drop_remainder=drop_remainder)
@@ -369,15 +370,15 @@ def write_png(path, image_uint8):
   """Writes a `uint8` `[H, W, C]` image to `path` as PNG, atomically.
 
   The file is written to `path + '.tmp'` and renamed over `path`, so `path`
-  never holds a partial file.
+  never holds a partial file. Any `tf.io.gfile` path (`gs://`, `ram://`).
   """
   encoded = tf.io.encode_png(tf.convert_to_tensor(image_uint8, tf.uint8))
   temporary = path + '.tmp'
   try:
-    with open(temporary, 'wb') as file:
+    with tf.io.gfile.GFile(temporary, 'wb') as file:
       file.write(encoded.numpy())
-    os.replace(temporary, path)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
   except BaseException:
-    if os.path.exists(temporary):
-      os.remove(temporary)
+    if tf.io.gfile.exists(temporary):
+      tf.io.gfile.remove(temporary)
     raise

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 
 import tensorflow as tf
 
@@ -99,8 +100,12 @@ def _float32(x):
 
 
 def _is_saved_model(path):
-  return any(os.path.isfile(os.path.join(path, name))
+  return any(tf.io.gfile.exists(os.path.join(path, name))
              for name in _SAVED_MODEL_FILES)
+
+
+def _is_remote(path):
+  return '://' in path
 
 
 def save(model, path):
@@ -108,11 +113,14 @@ def save(model, path):
 
   The SavedModel is written under a temporary sibling directory and moved to
   `path` only once complete, so a failed save leaves `path` as it was. An
-  existing SavedModel (or empty directory) at `path` is replaced.
+  existing SavedModel (or empty directory) at `path` is replaced. On a local
+  filesystem the move is a rename; on others (`gs://`, `ram://`), which have
+  no directory rename, the finished SavedModel is copied over.
 
   Args:
     model: a `cinc_tfp.CIncFlow`.
-    path: a local directory.
+    path: a directory: local (relative, `~` or absolute) or any
+      `tf.io.gfile` path.
 
   Raises:
     ExportError: `path` exists and is neither a SavedModel nor an empty
@@ -126,26 +134,67 @@ def save(model, path):
     raise ExportError(
         'Refusing to export a CIncFlow that was never initialized: train it, '
         'restore its weights or call model.initialize(images) first.')
-  path = os.path.abspath(os.fspath(path))
-  if os.path.lexists(path) and not (
-      os.path.isdir(path) and (_is_saved_model(path) or not os.listdir(path))):
+  path = os.fspath(path)
+  if _is_remote(path):
+    path = path.rstrip('/')
+  else:
+    path = os.path.abspath(os.path.expanduser(path))
+  gfile = tf.io.gfile
+  if (gfile.exists(path) or os.path.lexists(path)) and not (
+      gfile.isdir(path) and (_is_saved_model(path) or not gfile.listdir(path))):
     raise ExportError(
         f'Refusing to replace {path!r}: it exists and is neither a SavedModel '
         f'nor an empty directory.')
   parent, name = os.path.split(path)
-  os.makedirs(parent, exist_ok=True)
+  gfile.makedirs(parent)
   module = _Serving(model)
-  # A private staging directory; the SavedModel inside it gets the usual
-  # permissions.
-  staging = tempfile.mkdtemp(prefix=f'.{name}.saving-', dir=parent)
-  try:
+  if _is_remote(path):
+    staging = os.path.join(parent, f'.saving-{uuid.uuid4().hex}-{name}')
+    saved = staging
+  else:
+    # A private staging directory; the SavedModel inside it gets the usual
+    # permissions.
+    staging = tempfile.mkdtemp(prefix=f'.{name}.saving-', dir=parent)
     saved = os.path.join(staging, name)
+  try:
     tf.saved_model.save(
         module, saved,
         signatures={key: getattr(module, key) for key in SIGNATURES})
-    _replace(saved, path)
+    if _is_remote(path):
+      _copy_over(saved, path)
+    else:
+      _replace(saved, path)
   finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    if _is_remote(path):
+      _remove_tree(staging)
+    else:
+      shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy_over(source, path):
+  """Copies directory `source` to `path`, replacing what `path` holds (for
+  filesystems without a directory rename)."""
+  _remove_tree(path)
+  for directory, _, files in tf.io.gfile.walk(source):
+    target = path + directory[len(source):]
+    tf.io.gfile.makedirs(target)
+    for file in files:
+      tf.io.gfile.copy(os.path.join(directory, file),
+                       os.path.join(target, file))
+
+
+def _remove_tree(path):
+  """Deletes remote `path` and all under it, if it exists (file by file:
+  `ram://` has no recursive delete)."""
+  if not tf.io.gfile.exists(path):
+    return
+  for directory, _, files in tf.io.gfile.walk(path, topdown=False):
+    for file in files:
+      tf.io.gfile.remove(os.path.join(directory, file))
+    try:
+      tf.io.gfile.remove(directory)
+    except tf.errors.OpError:
+      pass  # An implicit directory (ram://, gs://) goes with its files.
 
 
 def _replace(source, path):

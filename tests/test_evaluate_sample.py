@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from cinc_tfp import data
 from cinc_tfp import export
+from cinc_tfp import run as run_lib
 from tests import train_helpers as helpers
 from train import common
 from train import evaluate
@@ -36,7 +37,7 @@ def _png(path):
 
 def test_evaluate_checkpoint_and_saved_model_agree_with_training(run_dir):
   model_dir, trained_bits = run_dir
-  for source in (f'--checkpoint_dir={model_dir}',
+  for source in (f'--model_dir={model_dir}',
                  f'--saved_model={model_dir / "saved_model"}'):
     split, bits = evaluate.run(helpers.parse(evaluate.define_flags, source))
     assert split == 'test'
@@ -45,7 +46,7 @@ def test_evaluate_checkpoint_and_saved_model_agree_with_training(run_dir):
 
 def test_evaluate_command_prints_test_bits_per_dim(run_dir):
   model_dir, _ = run_dir
-  result = helpers.run('evaluate', f'--checkpoint_dir={model_dir}',
+  result = helpers.run('evaluate', f'--model_dir={model_dir}',
                        '--split=train', '--batch_size=1000')
   assert result.returncode == 0, result.stderr[-3000:]
   last = result.stdout.strip().splitlines()[-1]
@@ -56,20 +57,20 @@ def test_evaluate_command_prints_test_bits_per_dim(run_dir):
 def test_evaluate_needs_one_model_source():
   result = helpers.run('evaluate')
   helpers.assert_fails_with_one_line(result, 'Flags parsing error',
-                                     'checkpoint_dir', 'saved_model')
-  with pytest.raises(Exception, match='checkpoint_dir'):
-    helpers.parse(evaluate.define_flags, '--checkpoint_dir=a',
+                                     'model_dir', 'saved_model')
+  with pytest.raises(Exception, match='model_dir'):
+    helpers.parse(evaluate.define_flags, '--model_dir=a',
                   '--saved_model=b')
 
 
 @pytest.mark.parametrize('source, directory, words', [
-    ('checkpoint_dir', '', 'config.json'),
-    ('checkpoint_dir', 'missing', 'missing does not exist'),
+    ('model_dir', '', 'config.json'),
+    ('model_dir', 'missing', 'missing does not exist'),
     ('saved_model', '', 'Cannot load a SavedModel'),
 ])
 def test_evaluate_of_a_directory_without_a_model_is_a_clear_error(
     tmp_path, source, directory, words):
-  with pytest.raises((common.TrainError, export.ExportError), match=words):
+  with pytest.raises((run_lib.RunError, export.ExportError), match=words):
     evaluate.run(helpers.parse(evaluate.define_flags,
                                f'--{source}={tmp_path / directory}'))
 
@@ -93,7 +94,7 @@ def test_export_to_an_unwritable_output_fails_before_loading(tmp_path):
   (tmp_path / 'a_file').write_text('')
   with pytest.raises(common.TrainError, match='a_file is a file'):
     export_command.run(helpers.parse(
-        export_command.define_flags, f'--checkpoint_dir={tmp_path / "none"}',
+        export_command.define_flags, f'--model_dir={tmp_path / "none"}',
         f'--output={tmp_path / "a_file" / "exported"}'))
 
 
@@ -110,7 +111,7 @@ def test_evaluate_on_data_with_other_channels_is_an_error(run_dir, tmp_path):
       tf.io.encode_png(np.zeros([8, 8, 3], np.uint8)).numpy())
   with pytest.raises(common.TrainError, match='1 channel'):
     evaluate.run(helpers.parse(evaluate.define_flags,
-                               f'--checkpoint_dir={run_dir[0]}',
+                               f'--model_dir={run_dir[0]}',
                                f'--dataset=folder:{folder}'))
 
 
@@ -198,13 +199,13 @@ def test_export_command_writes_a_saved_model_of_the_checkpoint(run_dir, tmp_path
   model_dir, trained_bits = run_dir
   output = tmp_path / 'exported'
   export_command.run(helpers.parse(
-      export_command.define_flags, f'--checkpoint_dir={model_dir}',
+      export_command.define_flags, f'--model_dir={model_dir}',
       f'--output={output}'))
   split, bits = evaluate.run(helpers.parse(evaluate.define_flags,
                                            f'--saved_model={output}'))
   assert split == 'test'
   assert bits == pytest.approx(trained_bits, abs=1e-4)
-  result = helpers.run('export', f'--checkpoint_dir={tmp_path / "missing"}')
+  result = helpers.run('export', f'--model_dir={tmp_path / "missing"}')
   assert result.returncode == 1
   lines = helpers.message_lines(result.stderr)
   assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr

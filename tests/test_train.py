@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import train_helpers as helpers
+from cinc_tfp import run as run_lib
 from train import common
 from train import train
 
@@ -42,7 +43,7 @@ def _snapshot(directory):
 
 
 def _checkpoint_step(model_dir):
-  path = common.latest_checkpoint(str(model_dir))
+  path = run_lib.RunDirectory(model_dir).latest_checkpoint()
   return int(path.rsplit('-', 1)[1]) if path else None
 
 
@@ -134,7 +135,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
   resumed_from = int(result.stdout.split('/ckpt-')[1].split('.')[0])
   assert resumed_from >= killed_at
   assert math.isfinite(helpers.printed_bits_per_dim(result.stdout))
-  _, _, step = common.restore_for_inference(str(model_dir))
+  _, _, step = run_lib.RunDirectory(model_dir).restore_for_inference()
   assert step == 40 and _checkpoint_step(model_dir) == 40
 
 
@@ -158,7 +159,8 @@ def test_resumed_training_matches_uninterrupted_training(tmp_path):
                                whole.get_tensor(name), rtol=1e-5, atol=1e-6,
                                err_msg=name)
   # The checkpoint holds the raw weights; evaluation uses their averages.
-  model, _, _ = common.restore_for_inference(str(tmp_path / 'whole'))
+  model, _, _ = run_lib.RunDirectory(
+      tmp_path / 'whole').restore_for_inference()
   averaged = [weight.numpy() for weight in model.weights]
   tf.train.Checkpoint(model=model).read(
       str(tmp_path / 'whole' / 'ckpt-6')).expect_partial()
@@ -183,7 +185,7 @@ def test_checkpoint_of_another_model_is_an_error(finished_run, tmp_path):
   config['width'] = 16
   (model_dir / 'config.json').write_text(json.dumps(config))
   before = _snapshot(model_dir)
-  with pytest.raises(common.TrainError, match='Cannot restore checkpoint'):
+  with pytest.raises(run_lib.RunError, match='Cannot restore checkpoint'):
     train.run(_parse(*args, '--width=16'))
   assert _snapshot(model_dir) == before
 
@@ -192,14 +194,14 @@ def test_checkpoint_files_without_their_index_are_an_error(
     finished_run, tmp_path):
   model_dir, args = _copy(finished_run, tmp_path)
   (model_dir / 'checkpoint').unlink()
-  with pytest.raises(common.TrainError, match='no readable checkpoint index'):
+  with pytest.raises(run_lib.RunError, match='no readable checkpoint index'):
     train.run(_parse(*args))
 
 
 def test_changed_options_are_an_error_naming_them(finished_run, tmp_path):
   model_dir, args = _copy(finished_run, tmp_path)
   before = _snapshot(model_dir)
-  with pytest.raises(common.TrainError) as error:
+  with pytest.raises(run_lib.RunError) as error:
     train.run(_parse(*args, '--width=16', '--optimizer=adam'))
   assert 'width: 8 saved, 16 now' in str(error.value)
   assert "optimizer: 'adamax' saved, 'adam' now" in str(error.value)
@@ -216,7 +218,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_a_good_checkpoint(
                                      'last good checkpoint')
   step = _checkpoint_step(model_dir)
   assert step is not None and step < 30
-  model, _, restored = common.restore_for_inference(str(model_dir))
+  model, _, restored = run_lib.RunDirectory(model_dir).restore_for_inference()
   assert restored == step
   assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
   assert not (model_dir / 'saved_model').exists()
@@ -360,8 +362,8 @@ def test_interruptions_and_file_errors_end_with_one_line(raised, words,
 ])
 def test_damaged_config_is_a_clear_error(tmp_path, content, words):
   (tmp_path / 'config.json').write_text(content)
-  with pytest.raises(common.TrainError, match=words):
-    common.read_config(str(tmp_path))
+  with pytest.raises(run_lib.RunError, match=words):
+    run_lib.RunDirectory(tmp_path).read_config()
 
 
 def test_config_values_of_the_wrong_type_are_a_clear_error(finished_run,
@@ -370,9 +372,9 @@ def test_config_values_of_the_wrong_type_are_a_clear_error(finished_run,
   config = json.loads((model_dir / 'config.json').read_text())
   config.update(ema='0.99', width=8.5)
   (model_dir / 'config.json').write_text(json.dumps(config))
-  with pytest.raises(common.TrainError,
+  with pytest.raises(run_lib.RunError,
                      match=r"wrong type: width \(8.5\), ema \('0.99'\)"):
-    common.read_config(str(model_dir))
+    run_lib.RunDirectory(model_dir).read_config()
 
 
 def test_missing_folder_fails_with_one_line(tmp_path):

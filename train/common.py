@@ -1,32 +1,11 @@
-"""What the train/ commands share: flags, configuration, checkpoints, errors.
+"""What the train/ commands share: flags, output checks, one-line errors.
 
-Choices, written down once:
-
-- A run lives in a model directory (`--model_dir`): `config.json`, the
-  checkpoints (`ckpt-STEP.*`, the newest 3 kept by
-  `tf.train.CheckpointManager`), `tensorboard/`, `samples.png` and
-  `saved_model/`.
-- `config.json` holds every option that fixes the model or the course of
-  training (`RUN_KEYS` below): the flow's constructor arguments, the data
-  (dataset, image size, channels, bits) and the optimizer settings. It is
-  written atomically when a run first starts; a later start in the same
-  directory must use the same options, or it stops with an error naming each
-  key that differs. The step count, checkpoint interval, strategy and data
-  directory may change from one start to the next.
-- A checkpoint holds every weight of the model (the ActNorms' `initialized`
-  flags included) and the optimizer (its step counter, moments and, with
-  `--ema`, the averaged weights). The raw weights are the ones saved and
-  trained; the averages are swapped in only for evaluation, sampling and
-  export.
-- A checkpoint that does not restore exactly (unreadable bytes, a missing
-  file, variables of other shapes or names) is an error: nothing in the
-  directory is changed.
-- Expected failures (bad data, a bad model configuration, a checkpoint or
-  export problem, divergence) end the command with one line,
-  `error: ...`, on stderr and exit status 1: see `run_main`.
+The run directory itself (config.json, checkpoints, the trained flow) is
+`cinc_tfp.run`'s. Expected failures (bad data, a bad model configuration, a
+checkpoint or export problem, divergence) end a command with one line,
+`error: ...`, on stderr and exit status 1: see `run_main`.
 """
 
-import json
 import math
 import os
 import re
@@ -35,7 +14,6 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 from cinc_tfp import bijectors
@@ -43,19 +21,7 @@ from cinc_tfp import data
 from cinc_tfp import export
 from cinc_tfp import flow
 from cinc_tfp import layers
-from cinc_tfp import training
-
-CONFIG_FILE = 'config.json'
-CHECKPOINT_PREFIX = 'ckpt'
-KEEP_CHECKPOINTS = 3
-
-# Keys of config.json, in order: the model and data, then the optimizer.
-MODEL_KEYS = ('levels', 'depth', 'width', 'conv', 'coupling', 'kernel_size',
-              'scale', 'corner', 'n_bits', 'seed')
-DATA_KEYS = ('dataset', 'image_size', 'channels')
-OPTIMIZER_KEYS = ('batch_size', 'optimizer', 'learning_rate', 'warmup_steps',
-                  'ema')
-RUN_KEYS = DATA_KEYS + MODEL_KEYS + OPTIMIZER_KEYS
+from cinc_tfp import run as run_lib
 
 
 class TrainError(Exception):
@@ -112,7 +78,7 @@ def check_output_path(path, flag, directory):
   """
   if '://' in path:
     return
-  path = os.path.abspath(path)
+  path = run_lib.resolve(path)
   if os.path.exists(path):
     if directory and not os.path.isdir(path):
       raise TrainError(f'--{flag}={path} is a file, not a directory.')
@@ -128,16 +94,24 @@ def check_output_path(path, flag, directory):
         f'Cannot write --{flag}={path}: {parent} is not writable.')
 
 
-def define_model_source_flags(flag_values, directory_flag):
-  """`--<directory_flag>` (a train.train model directory) or `--saved_model`:
-  exactly one of the two."""
-  flags.DEFINE_string(directory_flag, None,
-                      'Model directory of a train.train run.',
+def define_model_source_flags(flag_values):
+  """`--model_dir` (a train.train run directory) or `--saved_model`: exactly
+  one of the two."""
+  flags.DEFINE_string('model_dir', None,
+                      'Run directory of a train.train run.',
                       flag_values=flag_values)
   flags.DEFINE_string('saved_model', None, 'Path of an exported SavedModel.',
                       flag_values=flag_values)
-  flags.mark_flags_as_mutual_exclusive([directory_flag, 'saved_model'],
+  flags.mark_flags_as_mutual_exclusive(['model_dir', 'saved_model'],
                                        required=True, flag_values=flag_values)
+
+
+def trained_flow(flag_values):
+  """The `cinc_tfp.run.TrainedFlow` that `--model_dir` or `--saved_model`
+  names."""
+  if flag_values.model_dir is not None:
+    return run_lib.TrainedFlow.from_run_directory(flag_values.model_dir)
+  return run_lib.TrainedFlow.from_saved_model(flag_values.saved_model)
 
 
 def define_model_flags(flag_values, defaults):
@@ -145,7 +119,7 @@ def define_model_flags(flag_values, defaults):
 
   Args:
     flag_values: the `flags.FlagValues` to define them in.
-    defaults: dict of default values for the keys of `MODEL_KEYS`, plus
+    defaults: dict of default values for the keys of `run.MODEL_KEYS`, plus
       'batch_size'.
   """
   fv = flag_values
@@ -212,260 +186,6 @@ def default_eval_split(dataset):
   return 'test'
 
 
-# Models and optimizers from a run configuration.
-
-
-def build_model(config):
-  """The `CIncFlow` of a run configuration (a dict with `RUN_KEYS`)."""
-  try:
-    return flow.CIncFlow(
-        image_shape=(config['image_size'], config['image_size'],
-                     config['channels']),
-        **{key: config[key] for key in MODEL_KEYS})
-  except ValueError as error:
-    raise TrainError(str(error)) from error
-
-
-def build_optimizer(config, variables):
-  """The run's optimizer (`cinc_tfp.training.optimizer`), built for
-  `variables` so that a checkpoint restores into it at once."""
-  return training.optimizer(config['optimizer'], config['learning_rate'],
-                            config['warmup_steps'], config['ema'], variables)
-
-
-# config.json.
-
-
-def config_path(model_dir):
-  return os.path.join(model_dir, CONFIG_FILE)
-
-
-def read_config(model_dir):
-  """The run configuration saved in `model_dir`, or None if there is none."""
-  path = config_path(model_dir)
-  if not tf.io.gfile.exists(path):
-    return None
-  try:
-    with tf.io.gfile.GFile(path) as file:
-      config = json.load(file)
-  except ValueError as error:
-    raise TrainError(f'{path} is not valid JSON: {error}') from error
-  if not isinstance(config, dict):
-    raise TrainError(f'{path} is not a run configuration: not a JSON object.')
-  missing = [key for key in RUN_KEYS if key not in config]
-  if missing:
-    raise TrainError(f'{path} is not a run configuration: it lacks {missing}.')
-  wrong = [f'{key} ({config[key]!r})' for key in RUN_KEYS
-           if not _has_config_type(key, config[key])]
-  if wrong:
-    raise TrainError(f'{path} has values of the wrong type: {", ".join(wrong)}.')
-  return config
-
-
-# The JSON types of config.json's values.
-_STRING_KEYS = ('dataset', 'conv', 'coupling', 'scale', 'corner', 'optimizer')
-_FLOAT_KEYS = ('learning_rate', 'ema')
-
-
-def _has_config_type(key, value):
-  if key in _STRING_KEYS:
-    return isinstance(value, str)
-  if isinstance(value, bool):
-    return False
-  if key in _FLOAT_KEYS:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-  return isinstance(value, int)
-
-
-def check_config(model_dir, config):
-  """Raises a TrainError naming the keys where `config` differs from the one
-  saved in `model_dir` (if any)."""
-  saved = read_config(model_dir)
-  if saved is None:
-    return
-  differ = [key for key in RUN_KEYS if saved[key] != config[key]]
-  if differ:
-    changes = ', '.join(f'{key}: {saved[key]!r} saved, {config[key]!r} now'
-                        for key in differ)
-    raise TrainError(
-        f'--model_dir={model_dir} holds a run with other options ({changes}); '
-        f'resume with the same options or use another --model_dir.')
-
-
-def write_config(model_dir, config):
-  """Writes `config.json` atomically."""
-  tf.io.gfile.makedirs(model_dir)
-  path = config_path(model_dir)
-  temporary = path + '.tmp'
-  with tf.io.gfile.GFile(temporary, 'w') as file:
-    json.dump({key: config[key] for key in RUN_KEYS}, file, indent=2)
-  tf.io.gfile.rename(temporary, path, overwrite=True)
-
-
-# Checkpoints.
-
-
-def make_checkpoint(model, optimizer):
-  """A `tf.train.Checkpoint` of every weight of the model (by layer name, the
-  ActNorms' `initialized` flags included) and of the optimizer."""
-  return tf.train.Checkpoint(model=model, optimizer=optimizer)
-
-
-def latest_checkpoint(model_dir):
-  """Path prefix of the newest checkpoint in `model_dir`, or None if it has
-  none. A checkpoint index that can't be read, or that names files that are
-  not there, is an error (never a silent fresh start)."""
-  try:
-    state = tf.train.get_checkpoint_state(model_dir)
-  except Exception as error:  # Protobuf text errors have no common base.
-    index = os.path.join(model_dir, 'checkpoint')
-    raise TrainError(f'Cannot read the checkpoint index {index}: '
-                     f'{first_line(error)}') from error
-  found = tf.io.gfile.glob(
-      os.path.join(model_dir, f'{CHECKPOINT_PREFIX}-*.index'))
-  if state is None or not state.model_checkpoint_path:
-    if found:
-      raise TrainError(
-          f'{model_dir} holds checkpoint files ({os.path.basename(found[0])}, '
-          f'...) but no readable checkpoint index ("checkpoint" file).')
-    return None
-  path = state.model_checkpoint_path
-  if not os.path.isabs(path):
-    path = os.path.join(model_dir, path)
-  if not tf.io.gfile.exists(path + '.index'):
-    raise TrainError(
-        f'The checkpoint index in {model_dir} names {path}, whose files are '
-        f'missing.')
-  return path
-
-
-def restore(checkpoint, path):
-  """Restores `checkpoint` (a `tf.train.Checkpoint`) from `path`, exactly.
-
-  Raises:
-    TrainError: the files are unreadable, or do not hold a value of the right
-      shape for every variable of the model and optimizer.
-  """
-  try:
-    checkpoint.restore(path).assert_consumed()
-  except Exception as error:  # Bad bytes raise IndexError, OpError, ...
-    raise TrainError(
-        f'Cannot restore checkpoint {path}: {first_line(error)} (a corrupt '
-        f'file, or a checkpoint of another model).') from error
-
-
-def restore_for_inference(model_dir):
-  """The flow of a training run, from its config.json and latest checkpoint,
-  with averaged (EMA) weights when the run kept them.
-
-  Returns:
-    `(model, config, step)`.
-  """
-  if not tf.io.gfile.isdir(model_dir):
-    raise TrainError(f'Model directory {model_dir} does not exist.')
-  config = read_config(model_dir)
-  if config is None:
-    raise TrainError(f'{model_dir} holds no {CONFIG_FILE}: not a model '
-                     f'directory of train.train.')
-  path = latest_checkpoint(model_dir)
-  if path is None:
-    raise TrainError(f'{model_dir} holds no checkpoint yet.')
-  model = build_model(config)
-  optimizer = build_optimizer(config, model.trainable_variables)
-  restore(make_checkpoint(model, optimizer), path)
-  training.use_averaged_weights(model, optimizer)
-  return model, config, int(optimizer.iterations.numpy())
-
-
-# Inference on a trained flow (from a checkpoint or a SavedModel).
-
-
-class Flow:
-  """What evaluate and sample need of a trained flow, from either source.
-
-  Attributes:
-    image_shape: `(H, W, C)`.
-    n_bits: bit depth of the data it models.
-    dataset: the dataset it was trained on, or None if unknown.
-  """
-
-  def __init__(self, model_dir=None, saved_model=None):
-    if (model_dir is None) == (saved_model is None):
-      raise TrainError('Give exactly one of a model directory and a '
-                       'SavedModel path.')
-    self.dataset = None
-    if model_dir is not None:
-      model, config, _ = restore_for_inference(model_dir)
-      self.image_shape = model.image_shape
-      self.n_bits = model.n_bits
-      self.dataset = config['dataset']
-      spec = tf.TensorSpec([None, *model.image_shape], tf.float32)
-      self._bits = tf.function(model.bits_per_dim, input_signature=[spec])
-      self._encode = tf.function(model.encode, input_signature=[spec])
-      self._decode = tf.function(model.decode, input_signature=[
-          tf.TensorSpec([None, model.num_dims], tf.float32)])
-      self._sample = tf.function(model.sample)
-    else:
-      loaded = export.load(saved_model)
-      self.image_shape = tuple(int(s) for s in loaded.image_shape.numpy())
-      self.n_bits = int(loaded.n_bits.numpy())
-      self._bits = lambda x: loaded.bits_per_dim(x)['bits_per_dim']
-      self._encode = lambda x: loaded.encode(x)['latents']
-      self._decode = lambda z: loaded.decode(z)['images']
-      self._sample = lambda n, t, seed: loaded.sample(
-          tf.constant(n, tf.int32), tf.constant(t, tf.float32),
-          tf.constant(seed, tf.int32))['images']
-
-  def bits_per_dim(self, x):
-    return self._bits(x)
-
-  def encode(self, x):
-    return self._encode(x)
-
-  def decode(self, z):
-    return self._decode(z)
-
-  def sample(self, n, temperature, seed):
-    """`n` float images at `temperature`; `seed` is a pair of ints."""
-    return self._sample(n, tf.constant(temperature, tf.float32),
-                        tf.constant(seed, tf.int32))
-
-
-def mean_bits_per_dim(bits_fn, images, n_bits, batch_size=256, seed=0):
-  """Mean bits/dim over every image of a `uint8` dataset.
-
-  Each image is dequantized with a fixed seed (`pipeline`), so the number is
-  reproducible; the mean is over images (a last partial batch counts by its
-  size).
-  """
-  batches = data.pipeline(images, batch_size, n_bits, shuffle=False,
-                          seed=seed, drop_remainder=False)
-  total, count = 0.0, 0
-  for batch in batches:
-    bits = np.asarray(bits_fn(batch), np.float64)
-    total += float(bits.sum())
-    count += bits.size
-  if not count:
-    raise TrainError('The evaluation split holds no image.')
-  return total / count
-
-
-def sample_grid(sample_fn, temperatures, per_row, n_bits, seed=0):
-  """A `uint8` grid of samples: one row per temperature.
-
-  Args:
-    sample_fn: `(n, temperature, seed) -> float images`.
-    temperatures: the rows' temperatures.
-    per_row: samples per row.
-    n_bits: bit depth, for quantizing to display.
-    seed: int; row `i` uses the stateless seed `[seed, i]`.
-  """
-  rows = [data.quantize(sample_fn(per_row, tf.constant(t, tf.float32),
-                                  tf.constant([seed, i], tf.int32)), n_bits)
-          for i, t in enumerate(temperatures)]
-  return data.image_grid(np.concatenate(rows), rows=len(temperatures))
-
-
 # The command-line wrapper.
 
 
@@ -475,7 +195,8 @@ def first_line(error):
   return one_line(lines[0]) if lines else type(error).__name__
 
 
-EXPECTED_ERRORS = (TrainError, data.DataError, export.ExportError)
+EXPECTED_ERRORS = (TrainError, run_lib.RunError, data.DataError,
+                   export.ExportError)
 # Failures of the file system (a path that vanished, a full disk, no
 # permission) are the user's to fix, not bugs: also one line.
 FILE_ERRORS = (OSError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError,

@@ -1,9 +1,9 @@
 """Bits per dimension of a trained CInC flow on a dataset split.
 
-  python -m train.evaluate --checkpoint_dir=DIR [--dataset=NAME] [--split=test]
+  python -m train.evaluate --model_dir=DIR [--dataset=NAME] [--split=test]
   python -m train.evaluate --saved_model=PATH [--dataset=NAME] [--split=test]
 
-`--checkpoint_dir` is a `train.train` model directory: the flow is rebuilt
+`--model_dir` is a `train.train` run directory: the flow is rebuilt
 from its config.json and the newest checkpoint, with the averaged (EMA)
 weights if the run kept them (as `train.train` evaluates). `--saved_model` is
 a `cinc_tfp.export` SavedModel. Images are resized to the model's image size
@@ -22,6 +22,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import flags
 
 from cinc_tfp import data
+from cinc_tfp import run as run_lib
 from train import common
 
 FLAGS = flags.FLAGS
@@ -31,7 +32,7 @@ def define_flags(flag_values=FLAGS):
   """Defines the command's flags in `flag_values`."""
   fv = flag_values
   common.define_data_flags(fv, dataset_default=None)
-  common.define_model_source_flags(fv, 'checkpoint_dir')
+  common.define_model_source_flags(fv)
   flags.DEFINE_string('split', None,
                       "Dataset split; default 'test' ('validation' for the "
                       'ImageNet variants).', flag_values=fv)
@@ -53,13 +54,13 @@ def load_split(flow, dataset, split, data_dir, download=True):
 
 def run(flag_values=FLAGS):
   """Evaluates as the flags say; returns `(split, bits_per_dim)`."""
-  flow = common.Flow(flag_values.checkpoint_dir, flag_values.saved_model)
+  flow = common.trained_flow(flag_values)
   dataset = flag_values.dataset or flow.dataset or data.EMBEDDED
   split = flag_values.split or common.default_eval_split(dataset)
   images = load_split(flow, dataset, split, flag_values.data_dir,
                       flag_values.download)
-  bits = common.mean_bits_per_dim(flow.bits_per_dim, images, flow.n_bits,
-                                  flag_values.batch_size)
+  bits = run_lib.mean_bits_per_dim(flow.bits_per_dim, images, flow.n_bits,
+                                   flag_values.batch_size)
   print(f'{split} bits/dim: {bits:.4f}', flush=True)
   return split, bits
 

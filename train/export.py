@@ -1,8 +1,8 @@
 """Exports a trained CInC flow as a SavedModel that serves with plain TensorFlow.
 
-  python -m train.export --checkpoint_dir=DIR [--output=PATH]
+  python -m train.export --model_dir=DIR [--output=PATH]
 
-`--checkpoint_dir` is a `train.train` model directory: the flow is rebuilt
+`--model_dir` is a `train.train` run directory: the flow is rebuilt
 from its config.json and newest checkpoint, with the averaged (EMA) weights
 if the run kept them. `--output` defaults to `DIR/saved_model`; the export is
 atomic (`cinc_tfp.export.save`).
@@ -17,6 +17,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import flags
 
 from cinc_tfp import export
+from cinc_tfp import run as run_lib
 from train import common
 
 FLAGS = flags.FLAGS
@@ -24,20 +25,20 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values=FLAGS):
   """Defines the command's flags in `flag_values`."""
-  flags.DEFINE_string('checkpoint_dir', None,
-                      'Model directory of a train.train run.',
+  flags.DEFINE_string('model_dir', None,
+                      'Run directory of a train.train run.',
                       required=True, flag_values=flag_values)
   flags.DEFINE_string('output', None,
-                      'SavedModel path; default CHECKPOINT_DIR/saved_model.',
+                      'SavedModel path; default MODEL_DIR/saved_model.',
                       flag_values=flag_values)
 
 
 def run(flag_values=FLAGS):
   """Exports as the flags say; returns the SavedModel path."""
-  output = flag_values.output or os.path.join(flag_values.checkpoint_dir,
-                                              'saved_model')
+  run_dir = run_lib.RunDirectory(flag_values.model_dir)
+  output = flag_values.output or run_dir.join('saved_model')
   common.check_output_path(output, 'output', directory=True)
-  model, _, step = common.restore_for_inference(flag_values.checkpoint_dir)
+  model, _, step = run_dir.restore_for_inference()
   export.save(model, output)
   print(f'Step {step}; SavedModel: {output}', flush=True)
   return output

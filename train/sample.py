@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from cinc_tfp import data
+from cinc_tfp import run as run_lib
 from train import common
 from train import evaluate
 
@@ -43,7 +44,7 @@ def define_flags(flag_values=FLAGS):
   """Defines the command's flags in `flag_values`."""
   fv = flag_values
   common.define_data_flags(fv, dataset_default=None)
-  common.define_model_source_flags(fv, 'model_dir')
+  common.define_model_source_flags(fv)
   flags.DEFINE_string('output', None, 'Path of the PNG to write.',
                       flag_values=fv)
   flags.DEFINE_integer('num_samples', 64, 'Number of samples.', lower_bound=1,
@@ -105,7 +106,7 @@ def run(flag_values=FLAGS):
   """Writes the samples or the interpolation; returns the grid written."""
   fv = flag_values
   common.check_output_path(fv.output, 'output', directory=False)
-  flow = common.Flow(fv.model_dir, fv.saved_model)
+  flow = common.trained_flow(fv)
   if fv.interpolate:
     dataset = fv.dataset or flow.dataset or data.EMBEDDED
     split = fv.split or common.default_eval_split(dataset)
@@ -116,8 +117,9 @@ def run(flag_values=FLAGS):
   else:
     images = flow.sample(fv.num_samples, fv.temperature, [fv.seed, 0])
     grid = data.image_grid(np.asarray(data.quantize(images, flow.n_bits)))
-  os.makedirs(os.path.dirname(os.path.abspath(fv.output)), exist_ok=True)
-  data.write_png(fv.output, grid)
+  output = run_lib.resolve(fv.output)
+  tf.io.gfile.makedirs(os.path.dirname(output))
+  data.write_png(output, grid)
   print(f'Wrote {fv.output}.', flush=True)
   return grid
 

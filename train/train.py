@@ -6,7 +6,7 @@ With no flags: the embedded MNIST digits at 16x16 (no network needed), a
 2-level flow, about 5-7 minutes on two CPU cores; the last line printed is
 `test bits/dim: X` on the held-out split. Every option: `--helpfull`.
 
-In `--model_dir` (see `train/common.py` for config.json and the checkpoints):
+In `--model_dir` (see `cinc_tfp/run.py` for config.json and the checkpoints):
 
 - `tensorboard/`: bits/dim per epoch (Keras' TensorBoard callback, in
   `train/`) and a grid of samples, one row per temperature of
@@ -64,6 +64,7 @@ import tensorflow as tf
 
 from cinc_tfp import data
 from cinc_tfp import export
+from cinc_tfp import run as run_lib
 from cinc_tfp import training
 from train import common
 
@@ -75,7 +76,6 @@ MODEL_DEFAULTS = dict(levels=2, depth=4, width=64, conv='cinc',
                       coupling='quad', kernel_size=3, scale='sigmoid',
                       corner='cycle', n_bits=8, seed=0, batch_size=32)
 SAMPLES_PER_ROW = 8
-SHUFFLE_BUFFER = 10000
 
 
 def define_flags(flag_values=FLAGS):
@@ -156,18 +156,6 @@ def make_strategy(name):
         '--strategy=mirrored splits the CPU in two, which must happen before '
         f'TensorFlow starts running ops: {common.first_line(error)}') from error
   return tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
-
-
-def is_chief(strategy):
-  """Whether this process writes the run's files (not a non-chief worker)."""
-  resolver = getattr(strategy, 'cluster_resolver', None)
-  if resolver is None or not resolver.task_type:
-    return True
-  if resolver.task_type == 'chief':
-    return True
-  has_chief = 'chief' in resolver.cluster_spec().as_dict()
-  return (resolver.task_type == 'worker' and resolver.task_id == 0 and
-          not has_chief)
 
 
 # Training loop pieces.
@@ -252,7 +240,7 @@ class SampleImages(keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     if self.guard.diverged:
       return
-    grid = common.sample_grid(self.sample_fn, self.temperatures,
+    grid = run_lib.sample_grid(self.sample_fn, self.temperatures,
                               SAMPLES_PER_ROW, self.n_bits)
     with self.writer.as_default():
       tf.summary.image('samples', grid[None],
@@ -275,57 +263,44 @@ def _data_and_config(options):
       data.load_images(options['dataset'], name, size, options['data_dir'],
                        options['download'])
       for name in ('train', split))
-  config = {key: options[key] for key in common.RUN_KEYS if key in options}
+  config = {key: options[key] for key in run_lib.RUN_KEYS if key in options}
   config.update(image_size=size,
                 channels=int(train_images.element_spec.shape[-1]))
   return train_images, test_images, config
 
 
-def _restore_or_start(config, strategy, model_dir, write_dir, chief):
-  """The model (compiled with its optimizer), restored from `model_dir`'s
+def _restore_or_start(config, strategy, run_dir, write_dir, chief):
+  """The model (compiled with its optimizer), restored from the run's
   newest checkpoint if there is one, and the checkpoint manager that writes
   to `write_dir`."""
-  path = common.latest_checkpoint(model_dir)
+  path = run_dir.latest_checkpoint()
   if path:
-    if common.read_config(model_dir) is None:
+    if run_dir.read_config() is None:
       raise common.TrainError(
-          f'{model_dir} holds checkpoints but no {common.CONFIG_FILE}.')
-    common.check_config(model_dir, config)
+          f'{run_dir.path} holds checkpoints but no {run_lib.CONFIG_FILE}.')
+    run_dir.check_config(config)
   with strategy.scope():
-    model = common.build_model(config)
-    optimizer = common.build_optimizer(config, model.trainable_variables)
+    model = run_lib.build_model(config)
+    optimizer = run_lib.build_optimizer(config, model.trainable_variables)
     model.compile(optimizer=optimizer)
-  checkpoint = common.make_checkpoint(model, optimizer)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
   if path:
-    common.restore(checkpoint, path)
-    print(f'Resuming {model_dir} from {path}.', flush=True)
+    run_lib.restore(checkpoint, path)
+    print(f'Resuming {run_dir.path} from {path}.', flush=True)
   else:
-    print(f'Starting a new run in {model_dir}.', flush=True)
+    print(f'Starting a new run in {run_dir.path}.', flush=True)
   if chief and not path:
     # No checkpoint yet (a new run, or one that stopped before its first):
     # this run's options are the run's.
-    common.write_config(model_dir, config)
-  manager = tf.train.CheckpointManager(
-      checkpoint, write_dir, common.KEEP_CHECKPOINTS,
-      checkpoint_name=common.CHECKPOINT_PREFIX)
-  return model, manager
+    run_dir.write_config(config)
+  return model, run_dir.checkpoint_manager(checkpoint, write_dir)
 
 
 def _fit(model, manager, train_images, config, options, log_dir, sample_fn,
          temperatures):
   """Trains from the restored step to `--steps` (see the module docstring)."""
   guard = Guard(manager, options['checkpoint_every'], options['steps'])
-  # Repeat, then shuffle with the same seeds on every iteration: every new
-  # iterator (a resumed run, the next fit call) yields the same stream, so
-  # `skip` takes it up where a checkpoint left it.
-  shuffled = train_images.repeat().shuffle(
-      SHUFFLE_BUFFER, seed=config['seed'], reshuffle_each_iteration=False)
-  stream = data.pipeline(shuffled, config['batch_size'], config['n_bits'],
-                         shuffle=False, seed=config['seed'])
-  distribute = tf.data.Options()
-  distribute.experimental_distribute.auto_shard_policy = (
-      tf.data.experimental.AutoShardPolicy.DATA)
-  stream = stream.with_options(distribute)
+  stream = run_lib.training_stream(train_images, config)
   start = int(model.optimizer.iterations.numpy())
   for first, initial_epoch, epochs, epoch_steps in fit_segments(
       start, options['steps'], options['steps_per_epoch']):
@@ -352,15 +327,16 @@ def run(flag_values=FLAGS):
   """
   options = flag_values.flag_values_dict()
   strategy = make_strategy(options['strategy'])
-  model_dir = options['model_dir']
-  chief = is_chief(strategy)
+  run_dir = run_lib.RunDirectory(options['model_dir'])
+  chief = strategy.extended.should_checkpoint
   if chief:
-    common.check_output_path(model_dir, 'model_dir', directory=True)
+    common.check_output_path(run_dir.path, 'model_dir', directory=True)
   # Non-chief workers write what the chief writes, where it is thrown away.
-  write_dir = model_dir if chief else tempfile.mkdtemp(prefix='cinc-worker-')
+  write_dir = run_dir.path if chief else tempfile.mkdtemp(
+      prefix='cinc-worker-')
   try:
     train_images, test_images, config = _data_and_config(options)
-    model, manager = _restore_or_start(config, strategy, model_dir, write_dir,
+    model, manager = _restore_or_start(config, strategy, run_dir, write_dir,
                                        chief)
     sample_fn = tf.function(model.sample)
     temperatures = [float(t) for t in options['temperatures']]
@@ -370,22 +346,22 @@ def run(flag_values=FLAGS):
 
     # The run's checkpoints are final: the averaged weights replace the raw.
     training.use_averaged_weights(model, model.optimizer)
-    bits = common.mean_bits_per_dim(
+    bits = run_lib.mean_bits_per_dim(
         tf.function(model.bits_per_dim, input_signature=[tf.TensorSpec(
             [None, *model.image_shape], tf.float32)]),
         test_images, config['n_bits'])
     if chief:
       data.write_png(os.path.join(write_dir, 'samples.png'),
-                     common.sample_grid(sample_fn, temperatures,
-                                        SAMPLES_PER_ROW, config['n_bits']))
+                     run_lib.sample_grid(sample_fn, temperatures,
+                                         SAMPLES_PER_ROW, config['n_bits']))
     export.save(model, os.path.join(write_dir, 'saved_model'))
   finally:
     if not chief:
       shutil.rmtree(write_dir, ignore_errors=True)
-  print(f'Step {step}; samples: {os.path.join(model_dir, "samples.png")}; '
-        f'SavedModel: {os.path.join(model_dir, "saved_model")}')
+  print(f'Step {step}; samples: {run_dir.join("samples.png")}; '
+        f'SavedModel: {run_dir.join("saved_model")}')
   print(f'test bits/dim: {bits:.4f}', flush=True)
-  return {'test_bits_per_dim': bits, 'step': step, 'model_dir': model_dir}
+  return {'test_bits_per_dim': bits, 'step': step, 'model_dir': run_dir.path}
 
 
 if __name__ == '__main__':
