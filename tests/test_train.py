@@ -109,14 +109,33 @@ def test_rerun_of_a_finished_run_resumes_and_changes_nothing(
   assert _checkpoint_step(model_dir) == 6
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
-  model_dir = tmp_path / 'run'
-  args = (f'--model_dir={model_dir}', *helpers.TINY, '--steps=40',
-          '--steps_per_epoch=7', '--checkpoint_every=2')
+def _assert_same_checkpoints(path, expected_path):
+  """The model and optimizer variables of two checkpoints are equal."""
+  found, expected = (tf.train.load_checkpoint(str(p))
+                     for p in (path, expected_path))
+  names = [name for name in expected.get_variable_to_shape_map()
+           if name.startswith(('model/', 'optimizer/'))]
+  assert len(names) > 100
+  for name in names:
+    np.testing.assert_allclose(found.get_tensor(name),
+                               expected.get_tensor(name), rtol=1e-5,
+                               atol=1e-6, err_msg=name)
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+  """SIGKILL mid-training, then the same command, from a relative
+  --model_dir as the README writes it: the run ends with the weights of an
+  uninterrupted run."""
+  monkeypatch.chdir(tmp_path)
+  args = (*helpers.TINY, '--steps=40', '--steps_per_epoch=7',
+          '--checkpoint_every=2')
+  killed = ('--model_dir=runs/killed', *args)
+  model_dir = tmp_path / 'runs' / 'killed'
   with open(tmp_path / 'killed.log', 'w') as log:
     process = subprocess.Popen(
-        helpers.command('train', *args), cwd=helpers.ROOT, env=helpers.env(),
-        stdout=log, stderr=subprocess.STDOUT)
+        helpers.command('train', *killed), cwd=tmp_path,
+        env=helpers.env(PYTHONPATH=helpers.ROOT), stdout=log,
+        stderr=subprocess.STDOUT)
     try:
       deadline = time.time() + 180
       while not (model_dir / 'checkpoint').exists():
@@ -129,14 +148,20 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
   killed_at = _checkpoint_step(model_dir)
   assert 0 < killed_at < 40, 'the run was not killed mid-training'
 
-  result = helpers.run('train', *args)
+  result = subprocess.run(
+      helpers.command('train', *killed), cwd=tmp_path,
+      env=helpers.env(PYTHONPATH=helpers.ROOT), capture_output=True,
+      text=True, timeout=240, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'Resuming' in result.stdout
+  assert f'Resuming {model_dir} from {model_dir}/ckpt-' in result.stdout
   resumed_from = int(result.stdout.split('/ckpt-')[1].split('.')[0])
   assert resumed_from >= killed_at
   assert math.isfinite(helpers.printed_bits_per_dim(result.stdout))
   _, _, step = run_lib.RunDirectory(model_dir).restore_for_inference()
   assert step == 40 and _checkpoint_step(model_dir) == 40
+  train.run(_parse('--model_dir=runs/whole', *args))
+  _assert_same_checkpoints(model_dir / 'ckpt-40',
+                           tmp_path / 'runs' / 'whole' / 'ckpt-40')
 
 
 def test_resumed_training_matches_uninterrupted_training(tmp_path):
@@ -149,15 +174,8 @@ def test_resumed_training_matches_uninterrupted_training(tmp_path):
   for steps in (4, 6):
     train.run(_parse(f'--model_dir={tmp_path / "resumed"}', f'--steps={steps}',
                      *args))
-  whole, resumed = (tf.train.load_checkpoint(str(tmp_path / name / 'ckpt-6'))
-                    for name in ('whole', 'resumed'))
-  names = [name for name in whole.get_variable_to_shape_map()
-           if name.startswith(('model/', 'optimizer/'))]
-  assert len(names) > 100
-  for name in names:
-    np.testing.assert_allclose(resumed.get_tensor(name),
-                               whole.get_tensor(name), rtol=1e-5, atol=1e-6,
-                               err_msg=name)
+  _assert_same_checkpoints(tmp_path / 'resumed' / 'ckpt-6',
+                           tmp_path / 'whole' / 'ckpt-6')
   # The checkpoint holds the raw weights; evaluation uses their averages.
   model, _, _ = run_lib.RunDirectory(
       tmp_path / 'whole').restore_for_inference()
@@ -173,9 +191,11 @@ def test_corrupt_checkpoint_is_a_clear_error_and_left_alone(
   model_dir, args = _copy(finished_run, tmp_path)
   (model_dir / 'ckpt-6.data-00000-of-00001').write_bytes(b'garbage' * 1000)
   before = _snapshot(model_dir)
-  result = helpers.run('train', *args)
-  helpers.assert_fails_with_one_line(result, 'error:', 'checkpoint',
-                                     str(model_dir / 'ckpt-6'))
+  for command, command_args in (('train', args),
+                                ('evaluate', (f'--model_dir={model_dir}',))):
+    result = helpers.run(command, *command_args)
+    helpers.assert_fails_with_one_line(result, 'error:', 'checkpoint',
+                                       str(model_dir / 'ckpt-6'))
   assert _snapshot(model_dir) == before
 
 
@@ -185,8 +205,13 @@ def test_checkpoint_of_another_model_is_an_error(finished_run, tmp_path):
   config['width'] = 16
   (model_dir / 'config.json').write_text(json.dumps(config))
   before = _snapshot(model_dir)
-  with pytest.raises(run_lib.RunError, match='Cannot restore checkpoint'):
+  with pytest.raises(run_lib.RunError, match='checkpoint of another model'):
     train.run(_parse(*args, '--width=16'))
+  # One line and nothing after it: no warnings about unrestored values.
+  result = helpers.run('evaluate', f'--model_dir={model_dir}')
+  helpers.assert_fails_with_one_line(result, 'error:',
+                                     'checkpoint of another model')
+  assert 'WARNING:tensorflow' not in result.stderr, result.stderr
   assert _snapshot(model_dir) == before
 
 
