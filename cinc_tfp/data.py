@@ -24,8 +24,8 @@ import tensorflow_datasets as tfds
 
 __all__ = [
     'EMBEDDED', 'DataError', 'default_image_size', 'dequantize', 'image_grid',
-    'load_folder', 'load_images', 'pipeline', 'quantize', 'SHUFFLE_BUFFER',
-    'write_png'
+    'IMAGE_FORMATS', 'check_image_path', 'load_folder', 'load_images',
+    'pipeline', 'quantize', 'SHUFFLE_BUFFER', 'write_image'
 ]
 
 EMBEDDED = 'embedded'
@@ -366,13 +366,32 @@ def image_grid(images, rows=None):
           .reshape([rows * height, cols * width, channels]))
 
 
-def write_png(path, image_uint8):
-  """Writes a `uint8` `[H, W, C]` image to `path` as PNG, atomically.
+IMAGE_FORMATS = {'.png': 'PNG', '.jpg': 'JPEG', '.jpeg': 'JPEG'}
+
+
+def check_image_path(path):
+  """Raises a DataError unless `path` ends in an extension of
+  `IMAGE_FORMATS` (any case)."""
+  extension = os.path.splitext(path)[1].lower()
+  if extension not in IMAGE_FORMATS:
+    raise DataError(
+        f'Cannot write {path!r}: name a .png, .jpg or .jpeg file (the '
+        f'extension picks the format).')
+
+
+def write_image(path, image_uint8):
+  """Writes a `uint8` `[H, W, C]` image to `path`, atomically, as PNG or
+  JPEG (quality 95) by the extension of `path` (see `check_image_path`).
 
   The file is written to `path + '.tmp'` and renamed over `path`, so `path`
   never holds a partial file. Any `tf.io.gfile` path (`gs://`, `ram://`).
   """
-  encoded = tf.io.encode_png(tf.convert_to_tensor(image_uint8, tf.uint8))
+  check_image_path(path)
+  image = tf.convert_to_tensor(image_uint8, tf.uint8)
+  if IMAGE_FORMATS[os.path.splitext(path)[1].lower()] == 'PNG':
+    encoded = tf.io.encode_png(image)
+  else:
+    encoded = tf.io.encode_jpeg(image, quality=95)
   temporary = path + '.tmp'
   try:
     with tf.io.gfile.GFile(temporary, 'wb') as file:

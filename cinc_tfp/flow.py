@@ -2,6 +2,7 @@
 
 import collections.abc
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -15,7 +16,7 @@ from cinc_tfp.bijectors import fused
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ['CIncFlow']
+__all__ = ['CIncFlow', 'finite_images']
 
 CORNER_CYCLE = 'cycle'
 
@@ -218,7 +219,7 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
       raise ValueError(
           f'CIncFlow: expected a batch of images of shape [B, '
           f'{", ".join(map(str, self.image_shape))}], got {x.shape}.')
-    return tf.cast(x, self.compute_dtype)
+    return _check_range(tf.cast(x, self.compute_dtype))
 
   def encode_with_log_det(self, x):
     """`(z, log|det dz/dx|)` for a batch of images, in one sweep."""
@@ -248,15 +249,26 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
       raise ValueError(
           f'CIncFlow: expected latent vectors of shape [B, {self.num_dims}], '
           f'got {z.shape}.')
-    return self.bijector().inverse(z)
+    x = self.bijector().inverse(z)
+    if tf.executing_eagerly():
+      invalid = int(tf.reduce_sum(tf.cast(~finite_images(x), tf.int32)))
+      if invalid:
+        warnings.warn(
+            f'CIncFlow.decode: {invalid} of {x.shape[0]} images are not '
+            f'finite (the inverse overflowed for latents this far out); '
+            f'finite_images(x) tells which.', RuntimeWarning, stacklevel=2)
+    return x
 
   def sample(self, n, temperature=1.0, seed=None):
     """`n` images; the base normal is scaled by `temperature` (Glow).
 
     `seed` is a non-negative int (Python, NumPy or a scalar tensor) or a
     `[2]` int stateless seed: the same seed gives the same images. `None`
-    draws a fresh seed.
+    draws a fresh seed. `n` must be a positive int and `temperature` a
+    finite number above 0 (a `ValueError`, or an `InvalidArgumentError` in a
+    graph).
     """
+    n, temperature = _check_sample_arguments(n, temperature)
     z = tf.random.stateless_normal(tf.stack([n, self.num_dims]),
                                    _stateless_seed(seed),
                                    dtype=self.compute_dtype)
@@ -310,6 +322,63 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
     x = data[0] if isinstance(data, (tuple, list)) else data
     self.bits_per_dim_tracker.update_state(tf.reduce_mean(self.bits_per_dim(x)))
     return {'bits_per_dim': _log(self.bits_per_dim_tracker.result())}
+
+
+def finite_images(x):
+  """`[B]` bool: which images of the batch `x` are finite everywhere (what
+  `decode` and `sample` give unless their inverse overflowed)."""
+  return tf.reduce_all(tf.math.is_finite(x), axis=[1, 2, 3])
+
+
+_RANGE_MESSAGE = (
+    'CIncFlow: expected dequantized images with every value in [-0.5, 0.5) '
+    '(cinc_tfp.data.dequantize); got values outside it or NaN (images on the '
+    '0..255 or 0..1 scale?)')
+
+
+def _check_range(x):
+  """`x`, checked to lie in `[-0.5, 0.5)` with no NaN: a `ValueError` when
+  eager, an `InvalidArgumentError` with the same message in a graph (a
+  SavedModel)."""
+  inside = tf.reduce_all((x >= -0.5) & (x < 0.5))
+  if tf.executing_eagerly():
+    if not bool(inside):
+      raise ValueError(
+          f'{_RANGE_MESSAGE}: min {float(tf.reduce_min(x))}, max '
+          f'{float(tf.reduce_max(x))}.')
+    return x
+  check = tf.debugging.Assert(
+      inside, [_RANGE_MESSAGE + ': min', tf.reduce_min(x), 'max',
+               tf.reduce_max(x)])
+  with tf.control_dependencies([check]):
+    return tf.identity(x)
+
+
+def _check_sample_arguments(n, temperature):
+  """`(n, temperature)` as tensors, checked: `n >= 1`, `temperature` finite
+  and `> 0`."""
+  n = tf.convert_to_tensor(n)
+  if not n.dtype.is_integer or n.shape.rank != 0:
+    raise ValueError(f'CIncFlow.sample: n must be an int, got {n!r}.')
+  temperature = tf.cast(temperature, tf.float64)
+  n_ok = n >= 1
+  t_ok = tf.math.is_finite(temperature) & (temperature > 0.)
+  if tf.executing_eagerly():
+    if not bool(n_ok):
+      raise ValueError(
+          f'CIncFlow.sample: n must be 1 or more, got {int(n)}.')
+    if not bool(t_ok):
+      raise ValueError(f'CIncFlow.sample: temperature must be a finite '
+                       f'number above 0, got {float(temperature)}.')
+    return n, temperature
+  checks = [
+      tf.debugging.Assert(n_ok, ['CIncFlow.sample: n must be 1 or more, got',
+                                 n]),
+      tf.debugging.Assert(t_ok, ['CIncFlow.sample: temperature must be a '
+                                 'finite number above 0, got', temperature]),
+  ]
+  with tf.control_dependencies(checks):
+    return tf.identity(n), tf.identity(temperature)
 
 
 def _log(value):

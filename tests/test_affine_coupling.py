@@ -1,5 +1,6 @@
 """AffineCoupling: exact log-det and inverse of the two-block baseline."""
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -26,7 +27,36 @@ def test_starts_as_a_constant_scaling_with_glow_network():
   x = tf.random.stateless_normal([2, 3, 3, 4], [0, 1])
   y = coupling.forward(x)
   tf.debugging.assert_equal(y[..., :2], x[..., :2])
-  tf.debugging.assert_near(y[..., 2:], x[..., 2:] * tf.sigmoid(2.))
+  tf.debugging.assert_near(y[..., 2:],
+                           x[..., 2:] * (1e-3 + (1 - 1e-3) * tf.sigmoid(2.)))
+
+
+class _Constant:
+  """A stand-in network whose output is one value everywhere."""
+
+  def __init__(self, value, channels):
+    self.value = value
+    self.channels = channels
+
+  def __call__(self, x):
+    shape = tf.concat([tf.shape(x)[:-1], [self.channels]], axis=0)
+    return tf.fill(shape, tf.constant(self.value, x.dtype))
+
+
+@pytest.mark.parametrize('raw_scale', [-1e4, -50., 0., 1e4])
+def test_sigmoid_scale_is_kept_from_zero(raw_scale):
+  """The inverse divides by at most 1 / 1e-3 however low the network's
+  raw scale: no overflow from latents far in the tails."""
+  coupling = bijectors.AffineCoupling(_Constant(raw_scale, 4))
+  y = tf.fill([2, 3, 3, 4], 1e3)
+  x = coupling.inverse(y)
+  scale = 1e-3 + (1 - 1e-3) * tf.sigmoid(raw_scale + 2.)
+  np.testing.assert_allclose(x[..., 2:], 1e3 / scale - raw_scale, rtol=1e-5)
+  assert np.isfinite(x.numpy()).all()
+  assert np.abs(x.numpy()).max() <= 1.001 * (1e3 / 1e-3 + abs(raw_scale))
+  np.testing.assert_allclose(
+      coupling.forward_log_det_jacobian(x, event_ndims=3),
+      np.full([2], 3 * 3 * 2 * np.log(scale)), rtol=1e-5)
 
 
 def test_odd_channels_are_a_clear_error():

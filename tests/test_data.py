@@ -287,10 +287,27 @@ def test_image_grid_and_png(tmp_path):
     data.image_grid(images, rows=0)
 
   path = str(tmp_path / 'grid.png')
-  data.write_png(path, grid)
+  data.write_image(path, grid)
   assert os.listdir(tmp_path) == ['grid.png']
   decoded = tf.io.decode_png(tf.io.read_file(path))
   assert np.array_equal(decoded, grid)
   color = data.image_grid(tf.ones([4, 3, 3, 3], tf.uint8) * 9)
-  data.write_png(path, color)
+  data.write_image(path, color)
   assert np.array_equal(tf.io.decode_png(tf.io.read_file(path)), color)
+
+
+@pytest.mark.parametrize('name', ['grid.jpg', 'GRID.JPEG'])
+def test_write_image_writes_jpeg_by_extension(tmp_path, name):
+  grid = np.full([8, 8, 1], 200, np.uint8)
+  path = str(tmp_path / name)
+  data.write_image(path, grid)
+  encoded = tf.io.read_file(path)
+  assert tf.io.is_jpeg(encoded)
+  assert np.abs(tf.io.decode_jpeg(encoded).numpy().astype(int) - 200).max() <= 2
+  assert os.listdir(tmp_path) == [name]
+
+
+def test_write_image_refuses_other_formats(tmp_path):
+  with pytest.raises(data.DataError, match='.png, .jpg or .jpeg'):
+    data.write_image(str(tmp_path / 'grid.gif'), np.zeros([2, 2, 1], np.uint8))
+  assert not os.listdir(tmp_path)

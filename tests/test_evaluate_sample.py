@@ -77,12 +77,12 @@ def test_evaluate_of_a_directory_without_a_model_is_a_clear_error(
 
 @pytest.mark.parametrize('output, words', [
     ('a_file/samples.png', 'a_file is a file'),
-    ('a_folder', 'is a directory, not a file'),
+    ('a_folder.png', 'is a directory, not a file'),
 ])
 def test_sample_to_an_unwritable_output_fails_before_sampling(
     run_dir, tmp_path, output, words):
   (tmp_path / 'a_file').write_text('')
-  (tmp_path / 'a_folder').mkdir()
+  (tmp_path / 'a_folder.png').mkdir()
   before = sorted(tmp_path.rglob('*'))
   with pytest.raises(common.TrainError, match=words):
     sample.run(helpers.parse(sample.define_flags, f'--model_dir={run_dir[0]}',
@@ -98,10 +98,16 @@ def test_export_to_an_unwritable_output_fails_before_loading(tmp_path):
         f'--output={tmp_path / "a_file" / "exported"}'))
 
 
-def test_non_finite_temperature_is_a_flags_error():
-  with pytest.raises(Exception, match='finite'):
+@pytest.mark.parametrize('args, words', [
+    (('--temperature=nan',), 'finite'),
+    (('--temperature=0',), 'above 0'),
+    (('--output=b.gif',), '.png, .jpg or .jpeg'),
+    (('--output=b',), '.png, .jpg or .jpeg'),
+])
+def test_bad_sample_flags_are_flags_errors(args, words):
+  with pytest.raises(Exception, match=words):
     helpers.parse(sample.define_flags, '--model_dir=a', '--output=b.png',
-                  '--temperature=nan')
+                  *args)
 
 
 def test_evaluate_on_data_with_other_channels_is_an_error(run_dir, tmp_path):
@@ -127,6 +133,28 @@ def test_samples_grid(run_dir, tmp_path, source):
     outputs.append(_png(tmp_path / name))
   assert outputs[0].shape == (2 * 8, 3 * 8, 1)  # 6 images: 2 rows of 3.
   np.testing.assert_array_equal(outputs[0], outputs[1])  # Same seed.
+
+
+def test_samples_that_overflow_are_reported(run_dir, tmp_path, capsys):
+  """Latents too far out for float32 (temperature 1e38): one warning line
+  counts the images that could not be computed."""
+  sample.run(helpers.parse(
+      sample.define_flags, f'--model_dir={run_dir[0]}', '--num_samples=3',
+      '--temperature=1e38', f'--output={tmp_path / "s.png"}'))
+  err = capsys.readouterr().err
+  assert 'warning: 3 of 3 samples are not finite' in err, err
+  sample.run(helpers.parse(
+      sample.define_flags, f'--model_dir={run_dir[0]}', '--num_samples=3',
+      f'--output={tmp_path / "t.png"}'))
+  assert 'warning' not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('output', ['s.jpg', 'S.JPEG'])
+def test_samples_as_jpeg(run_dir, tmp_path, output):
+  sample.run(helpers.parse(
+      sample.define_flags, f'--model_dir={run_dir[0]}', '--num_samples=4',
+      f'--output={tmp_path / output}'))
+  assert tf.io.is_jpeg(tf.io.read_file(str(tmp_path / output)))
 
 
 def test_interpolation_between_dataset_images_and_files(run_dir, tmp_path):
@@ -179,11 +207,14 @@ def test_saved_model_serves_in_a_process_without_cinc_tfp(run_dir):
           n=tf.constant(3), temperature=tf.constant(0.7),
           seed=tf.constant([1, 2]))
       assert out['images_uint8'].shape == (3, 8, 8, 1), out
-      bits = loaded.bits_per_dim(out['images'])['bits_per_dim']
+      assert out['valid'].numpy().all()
+      # Samples may leave [-0.5, 0.5), which log_prob refuses: clip them.
+      images = tf.clip_by_value(out['images'], -0.5, 0.499)
+      bits = loaded.bits_per_dim(images)['bits_per_dim']
       assert bits.shape == (3,) and bool(tf.reduce_all(tf.math.is_finite(bits)))
-      z = loaded.encode(out['images'])['latents']
+      z = loaded.encode(images)['latents']
       back = loaded.decode(z)['images']
-      assert float(tf.reduce_max(tf.abs(back - out['images']))) < 1e-3
+      assert float(tf.reduce_max(tf.abs(back - images))) < 1e-3
       for name in ('cinc_tfp', 'tensorflow_probability', 'train'):
         assert name not in sys.modules, name
       print('served')

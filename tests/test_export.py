@@ -140,6 +140,24 @@ _CHILD = textwrap.dedent("""
                                  atol=1e-6)
       np.testing.assert_array_equal(sample['images_uint8'],
                                     expected['sample_uint8'])
+      assert sample['valid'].numpy().all()
+      assert call('decode', latents=latents)['valid'].numpy().all()
+      # Latents too far out for float32: the output says which overflowed.
+      huge = dict(args, temperature=tf.constant(1e38))
+      assert not call('sample', **huge)['valid'].numpy().any()
+      for bad, words in ((x * 255., '[-0.5, 0.5)'), (x * np.nan, '[-0.5, 0.5)')):
+        try:
+          call('bits_per_dim', images=tf.constant(bad, tf.float32))
+          raise AssertionError('no error for images outside [-0.5, 0.5)')
+        except tf.errors.InvalidArgumentError as error:
+          assert words in str(error), error
+      for n, t in ((-1, 0.7), (2, 0.), (2, float('nan'))):
+        try:
+          call('sample', n=tf.constant(n), temperature=tf.constant(t),
+               seed=args['seed'])
+          raise AssertionError(f'no error for sample(n={n}, temperature={t})')
+        except tf.errors.InvalidArgumentError as error:
+          assert 'CIncFlow.sample' in str(error), error
     assert tuple(loaded.image_shape.numpy()) == x.shape[1:]
     assert b'"conv": "cinc"' in loaded.config_json.numpy()
     # (TensorFlow imports Keras itself.)
@@ -223,6 +241,24 @@ def test_failed_swap_restores_previous(exported, monkeypatch):
     export.save(model, path)
   monkeypatch.undo()
   _assert_serves(path, model)
+
+
+def test_save_removes_what_a_killed_save_left(exported, tmp_path):
+  """A save killed midway leaves its staging folder (and maybe the previous
+  SavedModel set aside); the next save to the same path cleans up after it,
+  but not after a save still running."""
+  model, source, _ = exported('cinc')
+  dead = subprocess.Popen(['true'])
+  dead.wait()
+  path = tmp_path / 'saved'
+  (tmp_path / f'.saved.saving-{dead.pid}-x1' / 'saved').mkdir(parents=True)
+  shutil.copytree(source, tmp_path / f'.saved.old-{dead.pid}-x2' / 'old')
+  running = tmp_path / f'.saved.saving-{os.getpid()}-x3'
+  running.mkdir()
+  export.save(model, str(path))
+  assert _listing(tmp_path) == [running.name, 'saved']
+  running.rmdir()
+  _assert_serves(str(path), model)
 
 
 def test_save_refuses_to_replace_other_data(tmp_path):

@@ -38,8 +38,9 @@ def test_is_the_conditional_gaussian_prior():
   x = tf.random.stateless_normal((2,) + shape, [0, 1], dtype=tf.float64)
   z, log_det = bijector.forward_and_log_det(x)
   # The factored-out half is normalized by the prior network of the kept half.
-  mean, log_sigma = tf.split(bijector.parameters['prior_network'](x[..., :2]),
-                             2, axis=-1)
+  mean, raw = tf.split(bijector.parameters['prior_network'](x[..., :2]), 2,
+                       axis=-1)
+  log_sigma = 8. * tf.tanh(raw / 8.)
   np.testing.assert_allclose(
       z[:, :12], tf.reshape((x[..., 2:] - mean) / tf.exp(log_sigma), [2, -1]))
   inner_z, inner_log_det = bijectors.forward_and_log_det(bijector.inner,
@@ -49,6 +50,22 @@ def test_is_the_conditional_gaussian_prior():
       log_det, inner_log_det - tf.reduce_sum(log_sigma, [1, 2, 3]))
   assert bijector.forward_event_shape([2, 3, 4]) == [24]
   assert bijector.inverse_event_shape([24]) == [2, 3, 4]
+
+
+def test_prior_scale_is_bounded():
+  """However large the prior network's raw log-scale, sigma stays within
+  e^-8..e^8: sampling from latents far out in the tails cannot overflow."""
+  network = nets.ZeroConv2D(4)
+  network.build((None, 2, 2, 2))
+  network.bias.assign([0., 0., 1e4, -1e4])  # log_sigma far up, far down.
+  bijector = bijectors.FactorOut(network, tfb.Reshape([8], [2, 2, 2]),
+                                 (2, 2, 4))
+  x = bijector.inverse(tf.fill([1, 16], 1e3))
+  factored = x[..., 2:].numpy()
+  np.testing.assert_allclose(factored[..., 0], 1e3 * np.exp(8.), rtol=1e-5)
+  np.testing.assert_allclose(factored[..., 1], 1e3 * np.exp(-8.), rtol=1e-5)
+  np.testing.assert_allclose(
+      bijector.forward_log_det_jacobian(x, event_ndims=3), [0.], atol=1e-3)
 
 
 def test_bad_input_is_a_clear_error():

@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -422,3 +423,52 @@ def test_bad_input_is_a_clear_error():
     model.log_prob(tf.zeros([2, 8, 8, 3], tf.uint8))
   with pytest.raises(ValueError, match=r'latent vectors of shape \[B, 192\]'):
     model.decode(tf.zeros([2, 191]))
+
+
+@pytest.mark.parametrize('values', [
+    [0.5], [-0.51], [255.], [float('nan')], [float('inf')]])
+def test_images_outside_the_unit_interval_are_an_error(values):
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
+  x = np.zeros([2, *IMAGE_SHAPE], np.float32)
+  x[1, 3, 4, 0] = values[0]
+  for method in (model.log_prob, model.bits_per_dim, model.encode):
+    with pytest.raises(ValueError, match=r'in \[-0\.5, 0\.5\)'):
+      method(x)
+  # In a graph (as in a SavedModel) the same message, from TensorFlow.
+  traced = tf.function(model.log_prob)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r'\[-0\.5, 0\.5\)'):
+    traced(tf.constant(x))
+  x[1, 3, 4, 0] = -0.5  # The interval's closed end is fine.
+  assert np.isfinite(model.log_prob(x).numpy()).all()
+
+
+@pytest.mark.parametrize('n, temperature, words', [
+    (-1, 0.7, 'n must be 1 or more, got -1'),
+    (0, 0.7, 'n must be 1 or more, got 0'),
+    (2, 0., 'temperature must be a finite number above 0, got 0.0'),
+    (2, -1., 'temperature must be a finite number above 0'),
+    (2, float('nan'), 'temperature must be a finite number above 0, got nan'),
+    (2, float('inf'), 'temperature must be a finite number above 0'),
+    (2.5, 0.7, 'n must be an int'),
+])
+def test_bad_sample_arguments_are_a_clear_error(n, temperature, words):
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
+  with pytest.raises(ValueError, match=re.escape(words)):
+    model.sample(n, temperature, seed=0)
+  if isinstance(n, int):
+    traced = tf.function(model.sample)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=re.escape(words.split(', got')[0])):
+      traced(tf.constant(n), tf.constant(temperature), tf.constant([0, 0]))
+  assert model.sample(1, 0.7, seed=0).shape == (1, *IMAGE_SHAPE)
+
+
+def test_decode_says_which_images_overflowed():
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=1, width=4)
+  model.initialize(tf.random.uniform([4, *IMAGE_SHAPE], -0.5, 0.5, seed=1))
+  z = np.zeros([3, model.num_dims], np.float32)
+  z[1] = 3e38  # Too far out for float32 once scaled by the inverse.
+  with pytest.warns(RuntimeWarning, match='1 of 3 images are not finite'):
+    images = model.decode(z)
+  np.testing.assert_array_equal(cinc_tfp.flow.finite_images(images),
+                                [True, False, True])

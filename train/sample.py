@@ -11,7 +11,8 @@ The flow comes from a `train.train` model directory (its newest checkpoint,
 EMA weights if kept) or from a `cinc_tfp.export` SavedModel.
 
 Sampling writes `--num_samples` images drawn at `--temperature` (the base
-normal scaled by it, as in Glow) as a square-ish PNG grid. The same `--seed`
+normal scaled by it, as in Glow) as a square-ish grid (PNG, or JPEG for a .jpg
+`--output`). The same `--seed`
 gives the same images.
 
 `--interpolate=A,B` takes two images, each a dataset index (of `--split` of
@@ -23,6 +24,7 @@ decoded: a row of the two images with `--steps` frames between them.
 """
 
 import os
+import sys
 
 # Quieter TensorFlow C++ logging unless asked otherwise; before TF loads.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -45,13 +47,16 @@ def define_flags(flag_values=FLAGS):
   fv = flag_values
   common.define_data_flags(fv, dataset_default=None)
   common.define_model_source_flags(fv)
-  flags.DEFINE_string('output', None, 'Path of the PNG to write.',
+  flags.DEFINE_string('output', None,
+                      'Path of the image to write: .png, .jpg or .jpeg.',
                       flag_values=fv)
   flags.DEFINE_integer('num_samples', 64, 'Number of samples.', lower_bound=1,
                        flag_values=fv)
   flags.DEFINE_float('temperature', 0.7, 'Sampling temperature.',
                      lower_bound=0., flag_values=fv)
   common.require_finite(fv, 'temperature')
+  flags.register_validator('temperature', lambda t: t > 0,
+                           '--temperature must be above 0', flag_values=fv)
   flags.DEFINE_integer('seed', 0, 'Seed of the samples (and of the '
                        'dequantization noise of interpolated images).',
                        lower_bound=0, flag_values=fv)
@@ -65,6 +70,10 @@ def define_flags(flag_values=FLAGS):
                       "('validation' for the ImageNet variants).",
                       flag_values=fv)
   flags.mark_flag_as_required('output', flag_values=fv)
+  flags.register_validator(
+      'output', lambda path: path is None or os.path.splitext(
+          path)[1].lower() in data.IMAGE_FORMATS,
+      '--output must name a .png, .jpg or .jpeg file', flag_values=fv)
   flags.register_validator(
       'interpolate', lambda pair: pair is None or len(pair) == 2,
       '--interpolate takes two images: A,B', flag_values=fv)
@@ -94,12 +103,23 @@ def _endpoints(flow, items, dataset, split, data_dir, download):
 
 
 def interpolate(flow, endpoints, steps, seed):
-  """`uint8` images decoded along the line between two images' latents."""
+  """Float images decoded along the line between two images' latents."""
   x = data.dequantize(endpoints, flow.n_bits, seed=tf.constant([seed, 0]))
   z = flow.encode(x)
   alphas = tf.linspace(0., 1., steps + 2)[:, None]
   frames = flow.decode((1. - alphas) * z[0] + alphas * z[1])
-  return data.quantize(frames, flow.n_bits)
+  _warn_if_not_finite(frames, 'frames')
+  return frames
+
+
+def _warn_if_not_finite(images, what):
+  """Says on stderr how many images the inverse could not compute (they
+  would be black tiles)."""
+  finite = np.isfinite(np.asarray(images)).reshape(len(images), -1).all(axis=1)
+  if not finite.all():
+    print(f'warning: {int((~finite).sum())} of {len(finite)} {what} are not '
+          f'finite (the inverse overflowed); they show as black tiles.',
+          file=sys.stderr, flush=True)
 
 
 def run(flag_values=FLAGS):
@@ -113,13 +133,15 @@ def run(flag_values=FLAGS):
     row = interpolate(flow, _endpoints(flow, fv.interpolate, dataset, split,
                                        fv.data_dir, fv.download), fv.steps,
                       fv.seed)
-    grid = data.image_grid(np.asarray(row), rows=1)
+    grid = data.image_grid(np.asarray(data.quantize(row, flow.n_bits)),
+                           rows=1)
   else:
     images = flow.sample(fv.num_samples, fv.temperature, [fv.seed, 0])
+    _warn_if_not_finite(images, 'samples')
     grid = data.image_grid(np.asarray(data.quantize(images, flow.n_bits)))
   output = run_lib.resolve(fv.output)
   tf.io.gfile.makedirs(os.path.dirname(output))
-  data.write_png(output, grid)
+  data.write_image(output, grid)
   print(f'Wrote {fv.output}.', flush=True)
   return grid
 

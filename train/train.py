@@ -351,7 +351,7 @@ def run(flag_values=FLAGS):
             [None, *model.image_shape], tf.float32)]),
         test_images, config['n_bits'])
     if chief:
-      data.write_png(os.path.join(write_dir, 'samples.png'),
+      data.write_image(os.path.join(write_dir, 'samples.png'),
                      run_lib.sample_grid(sample_fn, temperatures,
                                          SAMPLES_PER_ROW, config['n_bits']))
     export.save(model, os.path.join(write_dir, 'saved_model'))

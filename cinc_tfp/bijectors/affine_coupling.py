@@ -10,10 +10,13 @@ class AffineCoupling(_block_coupling.BlockCoupling):
 
   ```none
   y1 = x1
-  y2 = (x2 + t(x1)) * s(x1),    [t, h] = network(x1),  s = sigmoid(h + 2)
+  y2 = (x2 + t(x1)) * s(x1),    [t, h] = network(x1),
+  s = m + (1 - m) sigmoid(h + 2)
   log|det J| = sum over pixels and channels of log s(x1)
   ```
 
+  `m = 1e-3` keeps the scale from 0, so that the inverse never divides by
+  less (see `_block_coupling.MIN_SCALE`).
   `s = exp(h)` with `scale='exp'`. `network` maps `[B, H, W, C/2]` to
   `[B, H, W, C]` (shift then raw scale), e.g. `cinc_tfp.nets.CouplingNetwork`.
   """

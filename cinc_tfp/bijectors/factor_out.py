@@ -9,12 +9,17 @@ from cinc_tfp.bijectors import fused
 
 __all__ = ['FactorOut']
 
+# The bound of the prior's log standard deviation (see the class docstring).
+MAX_LOG_SIGMA = 8.
+
 
 class FactorOut(_base.NetworkBijector):
   """Factors out half the channels, normalized by a conditional Gaussian prior.
 
   For `x` of shape `[..., H, W, C]` split along channels into `x1` (kept) and
-  `x2` (factored out), with `[mu, log_sigma] = prior_network(x1)`:
+  `x2` (factored out), with `[mu, r] = prior_network(x1)` and `log_sigma =
+  8 tanh(r / 8)` (near `r` where priors live, and never beyond `+-8`, so that
+  sampling from latents far out in the tails cannot overflow):
 
   ```none
   z2 = (x2 - mu) * exp(-log_sigma)
@@ -34,8 +39,8 @@ class FactorOut(_base.NetworkBijector):
     """Builds the bijector.
 
     Args:
-      prior_network: maps `[B, H, W, C/2]` to `[B, H, W, C]` (mean, then log
-        standard deviation of `x2`).
+      prior_network: maps `[B, H, W, C/2]` to `[B, H, W, C]` (mean, then the
+        raw log standard deviation `r` of `x2`).
       inner: bijector from `[..., H, W, C/2]` images to flat vectors.
       image_shape: static `(H, W, C)` of the input, `C` even.
       validate_args: check inputs for NaN and infinite values.
@@ -94,8 +99,12 @@ class FactorOut(_base.NetworkBijector):
     images, restore = _util.as_images(
         _util.assert_finite(x, self.validate_args, self.name))
     kept, factored = tf.split(images, 2, axis=-1)
-    mean, log_sigma = tf.split(self._prior_network(kept), 2, axis=-1)
+    mean, log_sigma = self._mean_and_log_sigma(kept)
     return kept, factored, mean, log_sigma, restore
+
+  def _mean_and_log_sigma(self, kept):
+    mean, raw = tf.split(self._prior_network(kept), 2, axis=-1)
+    return mean, MAX_LOG_SIGMA * tf.tanh(raw / MAX_LOG_SIGMA)
 
   def forward_and_log_det(self, x):
     """`(z, log|det J|)`, running the prior network and `inner` once."""
@@ -126,7 +135,7 @@ class FactorOut(_base.NetworkBijector):
     batch_shape = tf.shape(z)[:-1]
     z = tf.reshape(z, [-1, self._size])
     kept = self._inner.inverse(z[:, factored_size:])
-    mean, log_sigma = tf.split(self._prior_network(kept), 2, axis=-1)
+    mean, log_sigma = self._mean_and_log_sigma(kept)
     factored = tf.reshape(z[:, :factored_size],
                           [-1, height, width, channels // 2])
     x = tf.concat([kept, factored * tf.exp(log_sigma) + mean], axis=-1)

@@ -18,8 +18,9 @@ class QuadCoupling(_block_coupling.BlockCoupling):
   log|det J| = sum over blocks, pixels and channels of log s_i
   ```
 
-  with `[t_i, h_i] = networks[i-1](concat(x1..x_i))` and `s_i = sigmoid(h_i +
-  2)` (or `exp(h_i)` with `scale='exp'`). The inverse recovers `x2`, `x3`,
+  with `[t_i, h_i] = networks[i-1](concat(x1..x_i))` and `s_i = m + (1 - m)
+  sigmoid(h_i + 2)`, `m = 1e-3` (`_block_coupling.MIN_SCALE`: the inverse
+  never divides by less), or `exp(h_i)` with `scale='exp'`. The inverse recovers `x2`, `x3`,
   `x4` in that order, each from the blocks already recovered (the authors'
   published reverse pass read the wrong block; this one is exact).
   `networks[i-1]` maps `[B, H, W, i*C/4]` to `[B, H, W, C/2]`.
