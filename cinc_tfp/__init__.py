@@ -4,15 +4,29 @@
 * `cinc_tfp.CIncFlow`: the multi-scale flow as a Keras model.
 * `cinc_tfp.data`: dataset pipelines and dequantization.
 * `cinc_tfp.export`: SavedModels that serve with plain TensorFlow.
+* `cinc_tfp.run`: a training run's directory, checkpoints and trained flow.
 * `cinc_tfp.training`: the paper's optimizer, warm-up and Polyak averaging.
+
+The submodules that need TensorFlow Datasets or mlxtend (`data`, and `export`
+and `run` above it) load on first use, so that `import cinc_tfp.bijectors`
+or `cinc_tfp.CIncFlow` pulls in neither.
 """
 
+import importlib
+
 from cinc_tfp import bijectors
-from cinc_tfp import data
-from cinc_tfp import export
 from cinc_tfp import nets
 from cinc_tfp import training
 from cinc_tfp.flow import CIncFlow
 
-__all__ = ['CIncFlow', 'bijectors', 'data', 'export', 'nets', 'training']
+__all__ = ['CIncFlow', 'bijectors', 'data', 'export', 'nets', 'run',
+           'training']
 __version__ = '0.1.0'
+
+_LAZY_SUBMODULES = ('data', 'export', 'run')
+
+
+def __getattr__(name):
+  if name in _LAZY_SUBMODULES:
+    return importlib.import_module(f'cinc_tfp.{name}')
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
