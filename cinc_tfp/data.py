@@ -370,13 +370,14 @@ IMAGE_FORMATS = {'.png': 'PNG', '.jpg': 'JPEG', '.jpeg': 'JPEG'}
 
 
 def check_image_path(path):
-  """Raises a DataError unless `path` ends in an extension of
-  `IMAGE_FORMATS` (any case)."""
+  """The format (`IMAGE_FORMATS`) that the extension of `path` names, in
+  any case; a DataError if it names none."""
   extension = os.path.splitext(path)[1].lower()
   if extension not in IMAGE_FORMATS:
     raise DataError(
         f'Cannot write {path!r}: name a .png, .jpg or .jpeg file (the '
         f'extension picks the format).')
+  return IMAGE_FORMATS[extension]
 
 
 def write_image(path, image_uint8):
@@ -386,9 +387,8 @@ def write_image(path, image_uint8):
   The file is written to `path + '.tmp'` and renamed over `path`, so `path`
   never holds a partial file. Any `tf.io.gfile` path (`gs://`, `ram://`).
   """
-  check_image_path(path)
   image = tf.convert_to_tensor(image_uint8, tf.uint8)
-  if IMAGE_FORMATS[os.path.splitext(path)[1].lower()] == 'PNG':
+  if check_image_path(path) == 'PNG':
     encoded = tf.io.encode_png(image)
   else:
     encoded = tf.io.encode_jpeg(image, quality=95)

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from cinc_tfp import data
 from cinc_tfp import flow
+from cinc_tfp import _paths
 
 __all__ = ['ExportError', 'SIGNATURES', 'load', 'save']
 
@@ -114,10 +115,6 @@ def _is_saved_model(path):
              for name in _SAVED_MODEL_FILES)
 
 
-def _is_remote(path):
-  return '://' in path
-
-
 def save(model, path):
   """Writes a SavedModel of a CIncFlow that serves with plain TensorFlow.
 
@@ -146,11 +143,8 @@ def save(model, path):
     raise ExportError(
         'Refusing to export a CIncFlow that was never initialized: train it, '
         'restore its weights or call model.initialize(images) first.')
-  path = os.fspath(path)
-  if _is_remote(path):
-    path = path.rstrip('/')
-  else:
-    path = os.path.abspath(os.path.expanduser(path))
+  path = _paths.resolve(path)
+  remote = _paths.is_remote(path)
   gfile = tf.io.gfile
   if (gfile.exists(path) or os.path.lexists(path)) and not (
       gfile.isdir(path) and (_is_saved_model(path) or not gfile.listdir(path))):
@@ -160,7 +154,7 @@ def save(model, path):
   parent, name = os.path.split(path)
   gfile.makedirs(parent)
   module = _Serving(model)
-  if _is_remote(path):
+  if remote:
     staging = os.path.join(parent, f'.saving-{uuid.uuid4().hex}-{name}')
     saved = staging
   else:
@@ -175,12 +169,12 @@ def save(model, path):
     tf.saved_model.save(
         module, saved,
         signatures={key: getattr(module, key) for key in SIGNATURES})
-    if _is_remote(path):
+    if remote:
       _copy_over(saved, path)
     else:
       _replace(saved, path)
   finally:
-    if _is_remote(path):
+    if remote:
       _remove_tree(staging)
     else:
       shutil.rmtree(staging, ignore_errors=True)

@@ -36,6 +36,7 @@ from cinc_tfp import data
 from cinc_tfp import export
 from cinc_tfp import flow
 from cinc_tfp import training
+from cinc_tfp._paths import resolve
 
 __all__ = [
     'CONFIG_FILE', 'RUN_KEYS', 'MODEL_KEYS', 'RunDirectory', 'RunError',
@@ -62,16 +63,6 @@ _FLOAT_KEYS = ('learning_rate', 'ema')
 
 class RunError(Exception):
   """A run directory, configuration or checkpoint that cannot be used."""
-
-
-def resolve(path):
-  """The one form of a run path: absolute for local paths (`~` expanded,
-  symlinks kept), unchanged but for a trailing `/` for `scheme://` paths."""
-  path = os.fspath(path)
-  if '://' in path:
-    scheme, rest = path.split('://', 1)
-    return f'{scheme}://{rest.rstrip("/")}'
-  return os.path.abspath(os.path.expanduser(path))
 
 
 def _has_config_type(key, value):
@@ -325,7 +316,8 @@ class TrainedFlow:
   """
 
   def __init__(self, bits_per_dim, encode, decode, sample, image_shape,
-               n_bits, dataset=None):
+               n_bits, dataset=None, keep_alive=None):
+    self._keep_alive = keep_alive  # What the functions need to stay alive.
     self.bits_per_dim = bits_per_dim
     self.encode = encode
     self.decode = decode
@@ -355,13 +347,12 @@ class TrainedFlow:
       return loaded.sample(tf.constant(n, tf.int32), temperature,
                            seed)['images']
 
-    flow_ = cls(lambda x: loaded.bits_per_dim(x)['bits_per_dim'],
-                lambda x: loaded.encode(x)['latents'],
-                lambda z: loaded.decode(z)['images'], sample,
-                [int(s) for s in loaded.image_shape.numpy()],
-                int(loaded.n_bits.numpy()))
-    flow_.loaded = loaded  # Its functions hold weak references to it.
-    return flow_
+    # The loaded functions hold weak references to `loaded`: keep it.
+    return cls(lambda x: loaded.bits_per_dim(x)['bits_per_dim'],
+               lambda x: loaded.encode(x)['latents'],
+               lambda z: loaded.decode(z)['images'], sample,
+               [int(s) for s in loaded.image_shape.numpy()],
+               int(loaded.n_bits.numpy()), keep_alive=loaded)
 
   def sample(self, n, temperature, seed):
     """`n` float images at `temperature`; `seed` is a pair of ints."""

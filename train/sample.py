@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from cinc_tfp import data
+from cinc_tfp import flow
 from cinc_tfp import run as run_lib
 from train import common
 from train import evaluate
@@ -71,9 +72,16 @@ def define_flags(flag_values=FLAGS):
                       flag_values=fv)
   flags.mark_flag_as_required('output', flag_values=fv)
   flags.register_validator(
-      'output', lambda path: path is None or os.path.splitext(
-          path)[1].lower() in data.IMAGE_FORMATS,
+      'output', lambda path: path is None or _is_image_path(path),
       '--output must name a .png, .jpg or .jpeg file', flag_values=fv)
+
+
+def _is_image_path(path):
+  try:
+    data.check_image_path(path)
+  except data.DataError:
+    return False
+  return True
   flags.register_validator(
       'interpolate', lambda pair: pair is None or len(pair) == 2,
       '--interpolate takes two images: A,B', flag_values=fv)
@@ -115,7 +123,7 @@ def interpolate(flow, endpoints, steps, seed):
 def _warn_if_not_finite(images, what):
   """Says on stderr how many images the inverse could not compute (they
   would be black tiles)."""
-  finite = np.isfinite(np.asarray(images)).reshape(len(images), -1).all(axis=1)
+  finite = np.asarray(flow.finite_images(images))
   if not finite.all():
     print(f'warning: {int((~finite).sum())} of {len(finite)} {what} are not '
           f'finite (the inverse overflowed); they show as black tiles.',
