@@ -143,8 +143,9 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
         self.actnorms.append(layers.ActNormLayer(
             channels, dtype=self.dtype_policy, name=f'{prefix}_actnorm'))
         self.convs.append(layers.InvertibleConvLayer(
-            conv, channels, kernel_size, step_corner,
-            seed=step_seed, dtype=self.dtype_policy, name=f'{prefix}_{conv}'))
+            conv, channels, kernel_size, step_corner, seed=step_seed,
+            image_width=width_px, dtype=self.dtype_policy,
+            name=f'{prefix}_{conv}'))
         self.couplings.append(layers.CouplingLayer(
             coupling, shape, width, scale, seed=step_seed,
             dtype=self.dtype_policy, name=f'{prefix}_{coupling}'))

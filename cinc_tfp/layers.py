@@ -67,11 +67,23 @@ class ActNormLayer(keras.layers.Layer):
     return bijectors.ActNorm(_value(self.log_scale), _value(self.bias))
 
 
+class _PlanCache:
+  """The latest `InversePlan` of a layer (an untracked attribute: it is
+  derived from the weights, never saved with them)."""
+
+  def __init__(self):
+    self.plan = None
+
+
 class InvertibleConvLayer(keras.layers.Layer):
-  """Weights of a `CIncConv2D`, `EmergingConv2D` or `Conv1x1`."""
+  """Weights of a `CIncConv2D`, `EmergingConv2D` or `Conv1x1`.
+
+  Given the `image_width` it transforms, a CInC layer also keeps the
+  `InversePlan` of its latest weights, for its bijectors' inverses.
+  """
 
   def __init__(self, kind, channels, kernel_size=3, corner='top_left', seed=0,
-               **kwargs):
+               image_width=None, **kwargs):
     super().__init__(**kwargs)
     if kind not in CONVS:
       raise ValueError(f'conv must be one of {CONVS}, got {kind!r}.')
@@ -79,6 +91,8 @@ class InvertibleConvLayer(keras.layers.Layer):
     self.channels = channels
     self.kernel_size = kernel_size
     self.corner = corner
+    self.image_width = image_width
+    self._plan_cache = _PlanCache()
     normal = lambda salt: keras.initializers.RandomNormal(  # pylint: disable=g-long-lambda
         stddev=_KERNEL_STDDEV, seed=seed * 7 + salt)
     zeros = 'zeros'
@@ -120,7 +134,8 @@ class InvertibleConvLayer(keras.layers.Layer):
     if self.kind == 'cinc':
       return bijectors.CIncConv2D(
           _value(self.kernel), _value(self.log_diag), _value(self.bias),
-          corner=self.corner)
+          corner=self.corner,
+          inverse_plan=None if self.image_width is None else self._plan)
     if self.kind == 'emerging':
       return bijectors.EmergingConv2D(
           _value(self.kernel_a), _value(self.kernel_b), _value(self.log_diag),
@@ -128,6 +143,22 @@ class InvertibleConvLayer(keras.layers.Layer):
     return bijectors.Conv1x1(
         _value(self.lower_upper), _value(self.log_scale), _value(self.sign),
         _value(self.permutation))
+
+
+  def _plan(self):
+    """The `InversePlan` of the weights' current values, read eagerly even
+    while a function is traced (which then holds the plan as a constant,
+    used only while the weights keep those values); computed again only
+    when they changed."""
+    with tf.init_scope():
+      weights = [self.kernel.value, self.log_diag.value]
+      plan = self._plan_cache.plan
+      if plan is None or not all(
+          np.array_equal(old, new) for old, new in zip(plan.parameters,
+                                                        weights)):
+        conv = bijectors.CIncConv2D(*weights, corner=self.corner)
+        self._plan_cache.plan = conv.plan_inverse(self.image_width)
+      return self._plan_cache.plan
 
 
 class CouplingLayer(CheckpointsSublayers, keras.layers.Layer):

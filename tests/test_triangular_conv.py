@@ -84,6 +84,77 @@ def test_row_solver_matches_raster_reference(kernel_size, corner, dtype,
   tolerance = bijector_checks.TOLERANCE[dtype]
   np.testing.assert_allclose(fast, reference, **tolerance)
   np.testing.assert_allclose(fast, x, **tolerance)
+  # With a plan: chunks of rows for this small batch, row matrices for a
+  # batch above SMALL_BATCH.
+  plan = triangular_conv.inverse_plan(kernel, width, corner)
+  np.testing.assert_allclose(
+      triangular_conv.solve_rows(y, kernel, corner, plan), reference,
+      **tolerance)
+  large = tf.tile(y, [triangular_conv.SMALL_BATCH, 1, 1, 1])
+  np.testing.assert_allclose(
+      triangular_conv.solve_rows(large, kernel, corner, plan),
+      tf.tile(reference, [triangular_conv.SMALL_BATCH, 1, 1, 1]), **tolerance)
+
+
+def _random_kernel(rng, size, channels, corner, dtype=tf.float32):
+  return triangular_conv.triangular_kernel(
+      tf.constant(0.2 * rng.normal(size=[size, size, channels, channels]),
+                  dtype),
+      tf.exp(tf.constant(0.3 * rng.normal(size=[channels]), dtype)), corner)
+
+
+@pytest.mark.parametrize('jit', [False, True])
+def test_planned_solve_with_unknown_batch_in_a_function(jit):
+  rng = np.random.default_rng(4)
+  kernel = _random_kernel(rng, 3, 4, 'top_right')
+  plan = triangular_conv.inverse_plan(kernel, 8, 'top_right')
+  solve = tf.function(
+      lambda y: triangular_conv.solve_rows(y, kernel, 'top_right', plan),
+      jit_compile=jit,
+      input_signature=[tf.TensorSpec([None, 7, 8, 4], tf.float32)])
+  for batch in (1, triangular_conv.SMALL_BATCH + 3):
+    x = tf.constant(rng.normal(size=[batch, 7, 8, 4]), tf.float32)
+    y = triangular_conv.causal_conv2d(x, kernel, 'top_right')
+    np.testing.assert_allclose(
+        solve(y), triangular_conv.solve_raster(y, kernel, 'top_right'),
+        rtol=1e-4, atol=1e-4)
+
+
+def test_a_plan_of_other_weights_is_never_used():
+  rng = np.random.default_rng(5)
+  kernel = _random_kernel(rng, 3, 2, 'bottom_left', tf.float64)
+  other = _random_kernel(rng, 3, 2, 'bottom_left', tf.float64)
+  stale = triangular_conv.inverse_plan(other, 5, 'bottom_left')
+  x = tf.constant(rng.normal(size=[2, 4, 5, 2]))
+  y = triangular_conv.causal_conv2d(x, kernel, 'bottom_left')
+  solve = tf.function(lambda y, kernel: triangular_conv.solve_rows(
+      y, kernel, 'bottom_left', stale))
+  for result in (solve(y, kernel),
+                 triangular_conv.solve_rows(y, kernel, 'bottom_left', stale)):
+    np.testing.assert_allclose(result, x, rtol=1e-10, atol=1e-10)
+  # A plan for another width or kernel size does not fit: not used either.
+  narrow = triangular_conv.inverse_plan(kernel, 4, 'bottom_left')
+  np.testing.assert_allclose(
+      triangular_conv.solve_rows(y, kernel, 'bottom_left', narrow), x,
+      rtol=1e-10, atol=1e-10)
+
+
+def test_planned_solve_has_the_gradients_of_the_plain_solve():
+  rng = np.random.default_rng(6)
+  kernel = _random_kernel(rng, 3, 3, 'top_left', tf.float64)
+  plan = triangular_conv.inverse_plan(kernel, 4, 'top_left')
+  y = tf.constant(rng.normal(size=[2, 5, 4, 3]))
+  weights = tf.constant(rng.normal(size=[2, 5, 4, 3]))
+
+  def gradients(plan):
+    with tf.GradientTape() as tape:
+      tape.watch([y, kernel])
+      x = triangular_conv.solve_rows(y, kernel, 'top_left', plan)
+      loss = tf.reduce_sum(weights * x**2)
+    return tape.gradient(loss, [y, kernel])
+
+  for planned, plain in zip(gradients(plan), gradients(None)):
+    np.testing.assert_allclose(planned, plain, rtol=1e-10, atol=1e-12)
 
 
 def test_row_solver_runs_under_xla_and_with_unknown_batch():

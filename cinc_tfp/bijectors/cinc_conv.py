@@ -1,5 +1,7 @@
 """The CInC convolution: an invertible `k x k` convolution padded on one corner."""
 
+import functools
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -38,7 +40,12 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
   ```
 
   The inverse is exact forward substitution, one image row at a time (`H`
-  sequential steps, see `triangular_conv.solve_rows`).
+  sequential steps, see `triangular_conv.solve_rows`). Its matrices depend
+  on the weights only: `plan_inverse(W)` computes them once, and a
+  `CIncConv2D` given that plan as `inverse_plan` inverts without computing
+  them (two image rows per step for small batches) as long as its weights
+  equal those the plan was made from, and falls back to the plain solve
+  otherwise.
 
   Standalone, `CIncConv2D(channels=C)` creates its own `tf.Variable`s,
   initialised near the identity from `seed`. Passing `kernel` (and `log_diag`,
@@ -58,6 +65,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
                use_bias=True,
                seed=None,
                dtype=tf.float32,
+               inverse_plan=None,
                validate_args=False,
                name='cinc_conv2d'):
     """Builds the bijector.
@@ -77,6 +85,9 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
       use_bias: when creating variables, whether to add a bias.
       seed: int or stateless seed for the initial weights.
       dtype: dtype of created variables.
+      inverse_plan: optional `triangular_conv.InversePlan` from
+        `plan_inverse`, for images of its width, or a function of no
+        arguments that returns one (called only when an inverse is built).
       validate_args: check inputs for NaN and infinite values.
       name: name scope.
     """
@@ -106,6 +117,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
             f'CIncConv2D: kernel must have shape [k, k, C, C], got {shape}.')
       _check_kernel_size(shape[0])
       self._corner = corner
+      self._inverse_plan = inverse_plan
       self._channels = self._kernel.shape[-1]
       _util.check_vectors(dict(log_diag=self._log_diag, bias=self._bias),
                           self._channels, 'CIncConv2D')
@@ -166,8 +178,25 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
       y += self._bias
     return restore(y)
 
+  def plan_inverse(self, width):
+    """The `InversePlan` of the current weights, for images `width` pixels
+    wide (see the class docstring)."""
+    return triangular_conv.inverse_plan(self.effective_kernel(), width,
+                                        self._corner, self._plan_parameters())
+
+  def _plan_parameters(self):
+    """The weights that determine the inverse's matrices."""
+    return tuple(tf.convert_to_tensor(weight)
+                 for weight in (self._kernel, self._log_diag)
+                 if weight is not None)
+
   def _inverse(self, y):
-    return self._solve(y, triangular_conv.solve_rows)
+    plan = self._inverse_plan
+    if callable(plan):
+      plan = plan()
+    return self._solve(y, functools.partial(
+        triangular_conv.solve_rows, plan=plan,
+        parameters=self._plan_parameters()))
 
   def inverse_reference(self, y):
     """The inverse by the plain pixel-by-pixel solver (slow; for tests and
