@@ -30,5 +30,10 @@ setuptools.setup(
         'numpy>=1.26',
         'pillow>=10',
     ],
-    extras_require={'test': ['pytest>=8']},
+    extras_require={
+        # numba compiles the pixel-by-pixel baseline of the layers benchmark
+        # (train/pixel_loop.py); the tests check it against the reference.
+        'benchmark': ['numba>=0.60'],
+        'test': ['pytest>=8', 'numba>=0.60'],
+    },
 )

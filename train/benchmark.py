@@ -2,18 +2,22 @@
 
 Usage:
 
-  python -m train.benchmark layers [--batch_size=100] [--repeats=20]
+  python -m train.benchmark layers [--batch_sizes=1,10,100,256] [--repeats=20]
       [--shapes=32x32x3,16x16x12,8x8x48] [--raster_repeats=3] [--jit]
       [--threads=0]
   python -m train.benchmark models [--image_shape=32x32x3] [--levels=3]
-      [--depth=8] [--width=128] [--num_samples=100] [--batch_size_train=64]
+      [--depth=8] [--width=128] [--num_samples=1,16,100] [--batch_size_train=64]
       [--repeats=9] [--paper_size] [--models=CInC+affine,Glow] [--threads=0]
 
-`layers` times, for each image shape HxWxC, CInC (3x3) forward and inverse
-and Emerging forward and inverse (each inverse by the row-wise solver and by
-the pixel-by-pixel raster reference, the sequential solver of the papers),
-and the 1x1 convolution forward and inverse, each compiled once
-with `tf.function` (XLA with `--jit`). Each timing is the median over
+`layers` times, for each batch size and image shape HxWxC, CInC (3x3)
+forward and inverse (by the row-wise solver, computing its matrices or with
+an `InversePlan`, and by the pixel-by-pixel raster reference, the
+sequential solver of the papers, in TensorFlow ops and compiled by numba as
+`train.pixel_loop`), Emerging forward and inverse, and the 1x1 convolution
+forward and inverse, each TensorFlow one compiled once with `tf.function`
+(XLA with `--jit`). Each is timed per call from Python, so a TensorFlow
+call's fixed cost (about 0.1-0.3 ms here) is in its time, as numba's much
+smaller one is in the pixel loop's. Each timing is the median over
 `--repeats` calls after a warm-up call; the candidates are interleaved within
 each round, so that machine noise hits them alike. Absolute times drift on a
 shared machine: only the ratios, measured side by side, are meaningful.
@@ -47,9 +51,14 @@ FLAGS = flags.FLAGS
 
 # (name, bijector key, direction); 'inverse_reference' is the pixel-by-pixel
 # raster inverse, the sequential solver the CInC and Emerging papers used.
+# 'planned_inverse' is the inverse with the layer's `InversePlan` (matrices
+# computed once, as a flow's decode and a SavedModel use it); 'pixel_loop'
+# the same raster algorithm compiled by numba (`train.pixel_loop`), float64.
 _CANDIDATES = (
     ('CInC fwd', 'cinc', 'forward'),
     ('CInC inv', 'cinc', 'inverse'),
+    ('CInC inv (plan)', 'cinc', 'planned_inverse'),
+    ('pixel loop inv', 'cinc', 'pixel_loop'),
     ('raster inv', 'cinc', 'inverse_reference'),
     ('Emerging fwd', 'emerging', 'forward'),
     ('Emerging inv', 'emerging', 'inverse'),
@@ -63,8 +72,12 @@ _RATIOS = (
     ('raster / CInC inv (>= 10x @ 32x32x3)', 'raster inv', 'CInC inv',
      lambda r: r >= 10., (32, 32, 3)),
     ('CInC inv / fwd (<= 3x)', 'CInC inv', 'CInC fwd', lambda r: r <= 3., None),
-    ('Emerging inv / CInC inv (>= 1.8x)', 'Emerging inv', 'CInC inv',
-     lambda r: r >= 1.8, None),
+    ('pixel loop / CInC inv (plan) (no target)', 'pixel loop inv',
+     'CInC inv (plan)', None, None),
+    ('CInC inv / CInC inv (plan) (no target)', 'CInC inv', 'CInC inv (plan)',
+     None, None),
+    ('Emerging inv / CInC inv (no target)', 'Emerging inv', 'CInC inv', None,
+     None),
     ('Emerging / CInC, raster inv (no target)', 'Emerging raster inv',
      'raster inv', None, None),
 )
@@ -88,7 +101,7 @@ def _median_ms(calls, counts):
   warm-up call each; `counts[name]` timed calls each, interleaved by rounds
   (in a rotating order), so that machine noise hits the candidates alike."""
   for call in calls.values():
-    call().numpy()  # Warm-up: trace and compile.
+    _wait(call())  # Warm-up: trace and compile.
   times = {name: [] for name in calls}
   for round_ in range(max(counts.values())):
     names = list(calls)
@@ -96,9 +109,14 @@ def _median_ms(calls, counts):
     for name in names:
       if len(times[name]) < counts[name]:
         start = time.perf_counter()
-        calls[name]().numpy()
+        _wait(calls[name]())
         times[name].append(1e3 * (time.perf_counter() - start))
   return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _wait(result):
+  """Fetches a tensor (waiting for it); NumPy results are there already."""
+  return result.numpy() if hasattr(result, 'numpy') else result
 
 
 def _build(shape, seed):
@@ -123,15 +141,34 @@ def layer_candidates(shape, batch_size, jit, with_raster=True, seed=0):
   function of `[batch_size, *shape]` images that returns the sum of its
   output, with its input: the random images `x` for a forward, the layer's
   output on `x` for an inverse (which should then sum to `x`'s sum)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from cinc_tfp import bijectors  # pylint: disable=g-import-not-at-top
+  from train import pixel_loop  # pylint: disable=g-import-not-at-top
   layers = _build(shape, seed)
   spec = tf.TensorSpec([batch_size, *shape], tf.float32)
   x = tf.random.stateless_normal(spec.shape, [seed, 1])
   candidates = {}
+  cinc = layers['cinc']
   for name, key, direction in _CANDIDATES:
     if direction == 'inverse_reference' and not with_raster:
       continue
-    method = getattr(layers[key], direction)
+    if direction == 'pixel_loop':
+      if pixel_loop.available():
+        kernel = cinc.effective_kernel().numpy()
+        bias = cinc.bias.numpy().astype(np.float64)
+        candidates[name] = (
+            lambda y, kernel=kernel, bias=bias: np.sum(pixel_loop.solve(  # pylint: disable=g-long-lambda
+                y - bias, kernel, cinc.corner)),
+            cinc.forward(x).numpy().astype(np.float64))
+      continue
+    if direction == 'planned_inverse':
+      planned = bijectors.CIncConv2D(
+          cinc.kernel, cinc.log_diag, cinc.bias, corner=cinc.corner,
+          inverse_plan=cinc.plan_inverse(shape[1]))
+      method = planned.inverse
+    else:
+      method = getattr(layers[key], direction)
     # A fresh symbolic input per trace, so the bijector cache never hits; the
     # reduction makes `.numpy()` wait for (and fetch) the whole result.
     function = tf.function(
@@ -182,31 +219,38 @@ def _markdown(rows):
   return '\n'.join(lines)
 
 
-def run_layers(batch_size=100, repeats=20, shapes=((32, 32, 3),),
-               raster_repeats=3, jit=False):
-  """Runs the `layers` benchmark and returns its report (two tables)."""
+def run_layers(batch_sizes=(1, 10, 100, 256), repeats=20,
+               shapes=((32, 32, 3),), raster_repeats=3, jit=False):
+  """Runs the `layers` benchmark and returns its report: for each batch
+  size, a table of timings and one of ratios."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  header = (f'TF {tf.__version__} | batch {batch_size} | {_processors()} | '
+  header = (f'TF {tf.__version__} | batch sizes '
+            f'{",".join(map(str, batch_sizes))} | {_processors()} | '
             f'jit {jit} | median of {repeats} (raster {raster_repeats})')
   names = [name for name, _, _ in _CANDIDATES]
-  timing_rows = [['shape'] + [f'{name} ms' for name in names]]
-  ratio_rows = [['shape'] + [ratio[0] for ratio in _RATIOS]]
-  for shape in shapes:
-    ms = time_layers(shape, batch_size, repeats, raster_repeats, jit)
-    label = 'x'.join(map(str, shape))
-    timing_rows.append(
-        [label] + [f'{ms[n]:.2f}' if n in ms else '-' for n in names])
-    cells = [label]
-    for _, numerator, denominator, meets, only_shape in _RATIOS:
-      if numerator not in ms:
-        cells.append('-')
-        continue
-      ratio = ms[numerator] / ms[denominator]
-      verdict = ('' if meets is None or only_shape not in (None, tuple(shape))
-                 else ' meets' if meets(ratio) else ' MISSES')
-      cells.append(f'{ratio:.2f}x{verdict}')
-    ratio_rows.append(cells)
-  return '\n\n'.join([header, _markdown(timing_rows), _markdown(ratio_rows)])
+  blocks = [header]
+  for batch_size in batch_sizes:
+    timing_rows = [['shape'] + [f'{name} ms' for name in names]]
+    ratio_rows = [['shape'] + [ratio[0] for ratio in _RATIOS]]
+    for shape in shapes:
+      ms = time_layers(shape, batch_size, repeats, raster_repeats, jit)
+      label = 'x'.join(map(str, shape))
+      timing_rows.append(
+          [label] + [f'{ms[n]:.2f}' if n in ms else '-' for n in names])
+      cells = [label]
+      for _, numerator, denominator, meets, only_shape in _RATIOS:
+        if numerator not in ms or denominator not in ms:
+          cells.append('-')
+          continue
+        ratio = ms[numerator] / ms[denominator]
+        verdict = ('' if meets is None or
+                   only_shape not in (None, tuple(shape))
+                   else ' meets' if meets(ratio) else ' MISSES')
+        cells.append(f'{ratio:.2f}x{verdict}')
+      ratio_rows.append(cells)
+    blocks += [f'batch {batch_size}', _markdown(timing_rows),
+               _markdown(ratio_rows)]
+  return '\n\n'.join(blocks)
 
 
 # Rows of the `models` table: (name, conv, coupling, width) of a `CIncFlow`,
@@ -391,10 +435,20 @@ def check_models(models):
 
 
 def run_models(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
-               num_samples=100, batch_size=64, repeats=9, paper_size=False,
-               models=None):
-  """Runs the `models` benchmark and returns its report (two tables, notes),
+               num_samples=(1, 16, 100), batch_size=64, repeats=9,
+               paper_size=False, models=None):
+  """Runs the `models` benchmark and returns its report: two tables and
+  notes for each number of samples in `num_samples` (an int or a sequence),
   on the rows named in `models` (default: all)."""
+  counts = [num_samples] if isinstance(num_samples, int) else num_samples
+  return '\n\n'.join(
+      _run_models(image_shape, levels, depth, width, count, batch_size,
+                  repeats, paper_size, models) for count in counts)
+
+
+def _run_models(image_shape, levels, depth, width, num_samples, batch_size,
+                repeats, paper_size, models):
+  """`run_models` for one number of samples."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if models is not None:
     check_models(models)
@@ -446,7 +500,8 @@ def run_models(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
 def _layers_from_flags():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.get_logger().setLevel('ERROR')  # Seven tf.functions are no "retracing".
-  return run_layers(FLAGS.batch_size, FLAGS.repeats or 20,
+  return run_layers([int(size) for size in FLAGS.batch_sizes],
+                    FLAGS.repeats or 20,
                     parse_shapes(FLAGS.shapes), FLAGS.raster_repeats, FLAGS.jit)
 
 
@@ -455,7 +510,8 @@ def _models_from_flags():
   tf.get_logger().setLevel('ERROR')
   return run_models(
       parse_shapes(FLAGS.image_shape, '--image_shape')[0], FLAGS.levels,
-      FLAGS.depth, FLAGS.width, FLAGS.num_samples, FLAGS.batch_size_train,
+      FLAGS.depth, FLAGS.width, [int(n) for n in FLAGS.num_samples],
+      FLAGS.batch_size_train,
       FLAGS.repeats or 9, FLAGS.paper_size, FLAGS.models)
 
 
@@ -465,8 +521,8 @@ BENCHMARKS = {'layers': _layers_from_flags, 'models': _models_from_flags}
 
 def _define_flags():
   """Defines the flags; only when run as a program, so importing is harmless."""
-  flags.DEFINE_integer('batch_size', 100, 'Images per call (layers).',
-                       lower_bound=1)
+  flags.DEFINE_list('batch_sizes', ['1', '10', '100', '256'],
+                    'Images per call (layers): one table per batch size.')
   flags.DEFINE_integer(
       'repeats', None, 'Timed calls per candidate (median); default 20 for '
       'layers, 9 for models.', lower_bound=1)
@@ -487,8 +543,8 @@ def _define_flags():
                        lower_bound=1)
   flags.DEFINE_integer('width', 128, 'Hidden channels of the coupling '
                        'networks (models).', lower_bound=1)
-  flags.DEFINE_integer('num_samples', 100, 'Images per sampling call (models).',
-                       lower_bound=1)
+  flags.DEFINE_list('num_samples', ['1', '16', '100'],
+                    'Images per sampling call (models): a report for each.')
   flags.DEFINE_integer('batch_size_train', 64,
                        'Images per training step (models).', lower_bound=1)
   flags.DEFINE_list(
@@ -524,7 +580,17 @@ def _define_flags():
       raise flags.ValidationError(str(error)) from None
     return True
 
+  def check_batch_sizes(sizes, flag='--batch_sizes'):
+    if not sizes or not all(size.isdigit() and int(size) > 0 for size in sizes):
+      raise flags.ValidationError(
+          f'{flag}: expected comma-separated positive ints, got '
+          f'{",".join(sizes)!r}.')
+    return True
+
   flags.register_validator('shapes', check_shapes)
+  flags.register_validator('batch_sizes', check_batch_sizes)
+  flags.register_validator(
+      'num_samples', lambda sizes: check_batch_sizes(sizes, '--num_samples'))
   flags.register_validator('models', check_model_names)
   flags.register_multi_flags_validator(
       ['image_shape', 'levels', 'paper_size'], check_image_shape)

@@ -1,0 +1,80 @@
+"""The papers' inverse of a corner-padded convolution, compiled: a baseline.
+
+Forward substitution one pixel at a time in raster order, the sequential
+solver of the Emerging and CInC papers, in float64 as they ran it, compiled
+to machine code by numba with threads over the batch. It is what the
+`layers` benchmark compares `CIncConv2D`'s inverse with; numba is optional
+(`pip install -e '.[benchmark]'`), and `available()` says whether it is here.
+"""
+
+import numpy as np
+
+try:
+  import numba  # pylint: disable=g-import-not-at-top
+except ImportError:
+  numba = None
+
+from cinc_tfp.bijectors import triangular_conv
+
+
+def available():
+  return numba is not None
+
+
+def _solve_top_left(y, kernel):
+  """`x` with the top-left padded convolution of `x` equal to `y`.
+
+  `y`: `[B, H, W, C]` float64; `kernel`: `[k, k, C, C]` (HWIO), its tap
+  `[k-1, k-1]` upper triangular with a non-zero diagonal.
+  """
+  batch, height, width, channels = y.shape
+  k = kernel.shape[0]
+  x = np.zeros_like(y)
+  for n in numba.prange(batch):  # pylint: disable=not-an-iterable
+    residual = np.empty(channels)
+    for i in range(height):
+      for j in range(width):
+        for o in range(channels):
+          residual[o] = y[n, i, j, o]
+        for a in range(max(0, k - 1 - i), k):
+          for b in range(max(0, k - 1 - j), k):
+            if a == k - 1 and b == k - 1:
+              continue
+            for c in range(channels):
+              value = x[n, i - k + 1 + a, j - k + 1 + b, c]
+              for o in range(channels):
+                residual[o] -= value * kernel[a, b, c, o]
+        # The pixel's own tap: output channel o reads input channels <= o.
+        for o in range(channels):
+          total = residual[o]
+          for c in range(o):
+            total -= x[n, i, j, c] * kernel[k - 1, k - 1, c, o]
+          x[n, i, j, o] = total / kernel[k - 1, k - 1, o, o]
+  return x
+
+
+_compiled = None
+
+
+def solve(y, kernel, corner='top_left'):
+  """NumPy float64 `x` with `causal_conv2d(x, kernel, corner) == y`.
+
+  Args:
+    y: `[B, H, W, C]` array.
+    kernel: `[k, k, C, C]` effective kernel (diagonal tap triangular).
+    corner: padded corner.
+  """
+  global _compiled
+  if numba is None:
+    raise ImportError("train.pixel_loop needs numba: pip install -e "
+                      "'.[benchmark]'")
+  if _compiled is None:
+    _compiled = numba.njit(parallel=True)(_solve_top_left)
+  triangular_conv.check_corner(corner)
+  axes = tuple(axis for axis, flipped in ((1, corner.startswith('bottom')),
+                                          (2, corner.endswith('right')))
+               if flipped)
+  y = np.ascontiguousarray(np.flip(np.asarray(y, np.float64), axes))
+  kernel = np.ascontiguousarray(
+      np.flip(np.asarray(kernel, np.float64), tuple(a - 1 for a in axes)))
+  return np.flip(_compiled(y, kernel), axes)
