@@ -30,7 +30,7 @@ RUN_BY_CI = 'run by ci as written'
 SHORTER = {
     'train.train': ('--steps=4', '--steps_per_epoch=2', '--checkpoint_every=2',
                     '--depth=1', '--width=8'),
-    'train.benchmark': ('--shapes=8x8x12', '--batch_size=2', '--repeats=1',
+    'train.benchmark': ('--shapes=8x8x12', '--batch_sizes=2', '--repeats=1',
                         '--raster_repeats=1', '--image_shape=8x8x3',
                         '--levels=2', '--depth=1', '--width=8',
                         '--num_samples=2', '--batch_size_train=2'),

@@ -38,19 +38,16 @@ def _run_path(form, tmp_path, monkeypatch):
   if form == 'ram':
     path = f'ram://test-run-{uuid.uuid4().hex}/run'
     return path, path
-  if form == 'home':
-    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
-    return '~/runs/x', str(tmp_path / 'home' / 'runs' / 'x')
   if form == 'symlink':
     (tmp_path / 'real').mkdir()
     (tmp_path / 'link').symlink_to(tmp_path / 'real')
     return 'link/x', str(tmp_path / 'real' / 'x')
-  path = {'relative': 'runs/x', 'dot': './runs/x'}[form]
-  return path, str(tmp_path / 'runs' / 'x')
+  return 'runs/x', str(tmp_path / 'runs' / 'x')
 
 
-@pytest.mark.parametrize(
-    'form', ['relative', 'dot', 'home', 'symlink', 'ram'])
+# './runs/x' and '~/runs/x' resolve to plain absolute paths (see the test
+# above), so the whole cycle runs on the forms that take other routes.
+@pytest.mark.parametrize('form', ['relative', 'symlink', 'ram'])
 def test_run_directory_in_any_form_trains_resumes_evaluates_and_exports(
     form, tmp_path, monkeypatch):
   path, lands_in = _run_path(form, tmp_path, monkeypatch)
