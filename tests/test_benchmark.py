@@ -141,6 +141,20 @@ def test_models_report_on_some_rows():
   assert 'TFP Glow' not in report
 
 
+def test_served_report_times_the_saved_model_in_a_tensorflow_only_process():
+  ms, modules = benchmark.time_served((8, 8, 3), 2, 1, 8, 'cinc', 'affine',
+                                      (1, 3), repeats=1)
+  assert modules == []
+  assert sorted(ms) == [1, 3]
+  for calls in ms.values():
+    assert sorted(calls) == ['decode', 'sample']
+    assert all(memory > 0 and served > 0 for memory, served in calls.values())
+  report = benchmark.run_served((8, 8, 3), 2, 1, 8, (2,), 1, ['Glow'])
+  rows = _table(report, 'served sample ms', first='model')
+  assert [row[:2] for row in rows[1:]] == [['Glow', '2']]
+  assert rows[1][4].endswith('x') and rows[1][7].endswith('x')
+
+
 def test_matched_flow_width_is_the_closest_width():
   from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
   shape, levels, depth = (8, 8, 4), 2, 1
@@ -195,6 +209,7 @@ def test_unknown_benchmark_fails_with_one_line():
     ('models', '--image_shape=32x32', 'image_shape'),
     ('models', '--levels=0', 'levels'),
     ('models', '--batch_size_train=0', 'batch_size_train'),
+    ('models', '--served_models=TFP Glow', 'served_models'),
     ('models', '--models=Glow,Nope', 'models'),
     ('models', '--models=CInC+affine,TFP Glow', 'models'),
     ('models', '--models=', 'models'),

@@ -80,6 +80,27 @@ def test_fast_inverse_agrees_with_raster_reference_and_xla():
                              atol=1e-4)
 
 
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_planned_inverse_is_exact_and_only_for_its_own_weights(dtype):
+  conv = bijectors.CIncConv2D(channels=3, corner='top_right', seed=4,
+                              dtype=dtype)
+  bijector_checks.perturb(conv, 0.2)
+  planned = bijectors.CIncConv2D(conv.kernel, conv.log_diag, conv.bias,
+                                 corner='top_right',
+                                 inverse_plan=conv.plan_inverse(5))
+  tolerance = bijector_checks.TOLERANCE[dtype]
+  inverse = tf.function(planned.inverse)
+  for batch in (2, 20):  # By chunks of rows, then by rows.
+    y = tf.random.stateless_normal([batch, 6, 5, 3], [1, 2], dtype=dtype)
+    reference = conv.inverse_reference(y)
+    np.testing.assert_allclose(planned.inverse(y), reference, **tolerance)
+    np.testing.assert_allclose(inverse(y), reference, **tolerance)
+  # The variables move on: the traced inverse no longer uses the plan.
+  conv.log_diag.assign_add(tf.fill([3], tf.constant(0.3, dtype)))
+  np.testing.assert_allclose(inverse(y), conv.inverse_reference(y),
+                             **tolerance)
+
+
 def test_learnable_entries_match_the_paper_count():
   channels = 5
   conv = bijectors.CIncConv2D(channels=channels, use_bias=False, seed=4)

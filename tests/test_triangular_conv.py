@@ -87,13 +87,18 @@ def test_row_solver_matches_raster_reference(kernel_size, corner, dtype,
   # With a plan: chunks of rows for this small batch, row matrices for a
   # batch above SMALL_BATCH.
   plan = triangular_conv.inverse_plan(kernel, width, corner)
-  np.testing.assert_allclose(
-      triangular_conv.solve_rows(y, kernel, corner, plan), reference,
-      **tolerance)
+  np.testing.assert_allclose(_solve_with_plan(y, kernel, corner, plan),
+                             reference, **tolerance)
   large = tf.tile(y, [triangular_conv.SMALL_BATCH, 1, 1, 1])
   np.testing.assert_allclose(
-      triangular_conv.solve_rows(large, kernel, corner, plan),
+      _solve_with_plan(large, kernel, corner, plan),
       tf.tile(reference, [triangular_conv.SMALL_BATCH, 1, 1, 1]), **tolerance)
+
+
+def _solve_with_plan(y, kernel, corner, plan):
+  """`solve_with_plan` keyed on the kernel itself."""
+  return triangular_conv.solve_with_plan(y, plan, [kernel], lambda k: k,
+                                         corner)
 
 
 def _random_kernel(rng, size, channels, corner, dtype=tf.float32):
@@ -109,7 +114,7 @@ def test_planned_solve_with_unknown_batch_in_a_function(jit):
   kernel = _random_kernel(rng, 3, 4, 'top_right')
   plan = triangular_conv.inverse_plan(kernel, 8, 'top_right')
   solve = tf.function(
-      lambda y: triangular_conv.solve_rows(y, kernel, 'top_right', plan),
+      lambda y: _solve_with_plan(y, kernel, 'top_right', plan),
       jit_compile=jit,
       input_signature=[tf.TensorSpec([None, 7, 8, 4], tf.float32)])
   for batch in (1, triangular_conv.SMALL_BATCH + 3):
@@ -127,16 +132,19 @@ def test_a_plan_of_other_weights_is_never_used():
   stale = triangular_conv.inverse_plan(other, 5, 'bottom_left')
   x = tf.constant(rng.normal(size=[2, 4, 5, 2]))
   y = triangular_conv.causal_conv2d(x, kernel, 'bottom_left')
-  solve = tf.function(lambda y, kernel: triangular_conv.solve_rows(
-      y, kernel, 'bottom_left', stale))
+  solve = tf.function(
+      lambda y, kernel: _solve_with_plan(y, kernel, 'bottom_left', stale))
   for result in (solve(y, kernel),
-                 triangular_conv.solve_rows(y, kernel, 'bottom_left', stale)):
+                 _solve_with_plan(y, kernel, 'bottom_left', stale)):
     np.testing.assert_allclose(result, x, rtol=1e-10, atol=1e-10)
   # A plan for another width or kernel size does not fit: not used either.
-  narrow = triangular_conv.inverse_plan(kernel, 4, 'bottom_left')
-  np.testing.assert_allclose(
-      triangular_conv.solve_rows(y, kernel, 'bottom_left', narrow), x,
-      rtol=1e-10, atol=1e-10)
+  for size, width in ((3, 4), (5, 5)):
+    misfit = triangular_conv.inverse_plan(
+        _random_kernel(rng, size, 2, 'bottom_left', tf.float64), width,
+        'bottom_left')
+    np.testing.assert_allclose(
+        _solve_with_plan(y, kernel, 'bottom_left', misfit), x, rtol=1e-10,
+        atol=1e-10)
 
 
 def test_planned_solve_has_the_gradients_of_the_plain_solve():
@@ -149,7 +157,8 @@ def test_planned_solve_has_the_gradients_of_the_plain_solve():
   def gradients(plan):
     with tf.GradientTape() as tape:
       tape.watch([y, kernel])
-      x = triangular_conv.solve_rows(y, kernel, 'top_left', plan)
+      x = (triangular_conv.solve_rows(y, kernel, 'top_left') if plan is None
+           else _solve_with_plan(y, kernel, 'top_left', plan))
       loss = tf.reduce_sum(weights * x**2)
     return tape.gradient(loss, [y, kernel])
 

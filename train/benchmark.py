@@ -28,9 +28,10 @@ the Glow row's parameter count) and TFP's own `tfb.Glow` (the same number of
 steps, its coupling networks' hidden width matched the same way; trained
 through `TransformedDistribution.log_prob`, which runs each of its networks
 twice, once for the inverse and once for the log-determinant): drawing
-`--num_samples` images, and one Adam step on the log-likelihood of a batch of
-`--batch_size_train` random images, each a `tf.function` traced once and
-warmed up, timed interleaved as above. With `--paper_size` it repeats all of
+each number of `--num_samples` images (a report each) from fixed weights,
+and one Adam step on the log-likelihood of a batch of `--batch_size_train`
+random images (on another instance of the model), each a `tf.function`
+traced once and warmed up, timed interleaved as above. With `--paper_size` it repeats all of
 it at the paper's L=3, D=32, width 512 (slow).
 
 `--threads=1` runs TensorFlow on one thread, the one-core setting in which the
@@ -288,19 +289,27 @@ def _count(variables):
 
 def _cinc_flow(image_shape, levels, depth, width, conv, coupling, x,
                num_samples):
-  """(parameters, sampling fn of a seed, train-step fn of images)."""
+  """(parameters, sampling fn of a seed, train-step fn of images).
+
+  Sampling runs on weights that stay fixed, as in serving and interactive
+  use (so the CInC inverses use their `InversePlan`s); the train step runs
+  on a second instance with the same initial weights, whose updates never
+  reach the sampled one.
+  """
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
-  model = flow.CIncFlow(image_shape, levels, depth, width, conv=conv,
-                        coupling=coupling)
-  model.initialize(x)
-  model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
-  model.optimizer.build(model.trainable_variables)
+  sampled, trained = (
+      flow.CIncFlow(image_shape, levels, depth, width, conv=conv,
+                    coupling=coupling) for _ in range(2))
+  sampled.initialize(x)
+  trained.initialize(x)
+  trained.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
+  trained.optimizer.build(trained.trainable_variables)
   sample = tf.function(
-      lambda seed: tf.reduce_sum(model.sample(num_samples, seed=seed)))
-  step = tf.function(lambda x: model.train_step(x)['bits_per_dim'])
-  return _count(model.trainable_variables), sample, step
+      lambda seed: tf.reduce_sum(sampled.sample(num_samples, seed=seed)))
+  step = tf.function(lambda x: trained.train_step(x)['bits_per_dim'])
+  return _count(trained.trainable_variables), sample, step
 
 
 def _closest_width(a, b, c, target):
@@ -419,6 +428,105 @@ def time_models(image_shape, levels, depth, width, num_samples, batch_size,
                  ms[name, 'train']) for name, _, _, _ in rows}
 
 
+# Times a SavedModel's `sample` and `decode` in a fresh process that imports
+# TensorFlow only, on the CPU; prints {count: {call: ms}} and the modules of
+# this package or TFP that loading it brought in, as JSON.
+_SERVED_TIMING = """
+import json, statistics, sys, time
+import tensorflow as tf
+path, counts, repeats = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+served = tf.saved_model.load(path)
+dims = int(tf.reduce_prod(served.image_shape))
+result = {}
+for n in counts:
+  z = tf.random.stateless_normal([n, dims], [0, 3])
+  calls = {
+      'sample': lambda: served.sample(tf.constant(n), tf.constant(1.0),
+                                      tf.constant([0, 2]))['images'].numpy(),
+      'decode': lambda: served.decode(z)['images'].numpy(),
+  }
+  times = {name: [] for name in calls}
+  for call in calls.values():
+    call()
+  for _ in range(repeats):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call()
+      times[name].append(1e3 * (time.perf_counter() - start))
+  result[n] = {name: statistics.median(t) for name, t in times.items()}
+modules = sorted({m.split('.')[0] for m in sys.modules} &
+                 {'cinc_tfp', 'tensorflow_probability'})
+print(json.dumps({'ms': result, 'modules': modules}))
+"""
+
+
+def time_served(image_shape, levels, depth, width, conv, coupling, counts,
+                repeats, seed=0):
+  """(`{count: {call: (in-memory ms, SavedModel ms)}}`, modules): `sample`
+  and `decode` of a `CIncFlow` in this process (traced with the batch size
+  fixed) and of its SavedModel, loaded in a fresh process that imports only
+  TensorFlow and sees no GPU (the modules of this package or TFP it loaded
+  are returned: none is expected)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from cinc_tfp import export  # pylint: disable=g-import-not-at-top
+  from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
+  model = flow.CIncFlow(image_shape, levels, depth, width, conv=conv,
+                        coupling=coupling)
+  model.initialize(tf.random.stateless_uniform(
+      [16, *image_shape], [seed, 1], minval=-0.5, maxval=0.5))
+  in_memory = {}
+  for count in counts:
+    z = tf.random.stateless_normal([count, model.num_dims], [seed, 3])
+    sample = tf.function(lambda count=count: model.sample(count, seed=[0, 2]))
+    decode = tf.function(model.decode)
+    in_memory[count] = _median_ms(
+        {'sample': sample, 'decode': functools.partial(decode, z)},
+        {'sample': repeats, 'decode': repeats})
+  with tempfile.TemporaryDirectory() as directory:
+    path = os.path.join(directory, 'saved_model')
+    export.save(model, path)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2')
+    child = subprocess.run(
+        [sys.executable, '-c', _SERVED_TIMING, path, json.dumps(list(counts)),
+         str(repeats)], env=env, capture_output=True, text=True, check=True)
+  served = json.loads(child.stdout.strip().splitlines()[-1])
+  return ({count: {call: (in_memory[count][call],
+                          served['ms'][str(count)][call])
+                   for call in ('sample', 'decode')} for count in counts},
+          served['modules'])
+
+
+def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
+               counts=(1, 16, 100), repeats=9, models=('CInC+affine',)):
+  """The SavedModel table: for each row of `_MODELS` named in `models` (a
+  `CIncFlow`) and each batch size, `sample` and `decode` in memory and from
+  the SavedModel in a fresh TensorFlow-only process, with their ratio."""
+  rows = [['model', 'batch', 'sample ms', 'served sample ms', 'ratio',
+           'decode ms', 'served decode ms', 'ratio']]
+  notes = []
+  for name, conv, coupling, row_width in _MODELS:
+    if name not in models:
+      continue
+    if conv is None or row_width is not None:
+      raise ValueError(f'{name!r} is not a CIncFlow at the given width.')
+    ms, modules = time_served(image_shape, levels, depth, width, conv,
+                              coupling, counts, repeats)
+    if modules:
+      notes.append(f'{name}: loading the SavedModel imported {modules}.')
+    for count, calls in ms.items():
+      cells = [name, str(count)]
+      for memory, served in calls.values():
+        cells += [f'{memory:.1f}', f'{served:.1f}', f'{served / memory:.2f}x']
+      rows.append(cells)
+  header = ('SavedModel (fresh process, TensorFlow only, CPU) against the '
+            f'model in memory | L{levels} D{depth} w{width} | median of '
+            f'{repeats}; the two processes are timed one after the other')
+  return '\n\n'.join([header, _markdown(rows)] + notes)
+
+
 def check_models(models):
   """A ValueError unless `models` names rows of the table, with 'Glow' when
   a row is matched to its parameter count."""
@@ -508,11 +616,16 @@ def _layers_from_flags():
 def _models_from_flags():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.get_logger().setLevel('ERROR')
-  return run_models(
-      parse_shapes(FLAGS.image_shape, '--image_shape')[0], FLAGS.levels,
-      FLAGS.depth, FLAGS.width, [int(n) for n in FLAGS.num_samples],
-      FLAGS.batch_size_train,
-      FLAGS.repeats or 9, FLAGS.paper_size, FLAGS.models)
+  image_shape = parse_shapes(FLAGS.image_shape, '--image_shape')[0]
+  counts = [int(n) for n in FLAGS.num_samples]
+  report = run_models(image_shape, FLAGS.levels, FLAGS.depth, FLAGS.width,
+                      counts, FLAGS.batch_size_train, FLAGS.repeats or 9,
+                      FLAGS.paper_size, FLAGS.models)
+  if not FLAGS.served_models:
+    return report
+  return '\n\n'.join([report, run_served(
+      image_shape, FLAGS.levels, FLAGS.depth, FLAGS.width, counts,
+      FLAGS.repeats or 9, FLAGS.served_models)])
 
 
 # Benchmark name -> function of no arguments (reading FLAGS) returning a report.
@@ -550,6 +663,10 @@ def _define_flags():
   flags.DEFINE_list(
       'models', None, 'Rows to time (models), comma-separated names as in the '
       f'table: {", ".join(row[0] for row in _MODELS)}; default all.')
+  flags.DEFINE_list(
+      'served_models', ['CInC+affine'],
+      'CIncFlow rows (at --width) whose SavedModel is timed against the '
+      'model in memory (models); empty: none.')
   flags.DEFINE_bool('paper_size', False, 'Also time the paper\'s L=3, D=32, '
                     'width 512 models (models; slow).')
 
@@ -587,7 +704,18 @@ def _define_flags():
           f'{",".join(sizes)!r}.')
     return True
 
+  def check_served_models(models):
+    servable = [name for name, conv, _, row_width in _MODELS
+                if conv is not None and row_width is None]
+    unknown = [name for name in models if name not in servable]
+    if unknown:
+      raise flags.ValidationError(
+          f'--served_models: unknown {unknown}; CIncFlow rows at --width are '
+          f'{servable}.')
+    return True
+
   flags.register_validator('shapes', check_shapes)
+  flags.register_validator('served_models', check_served_models)
   flags.register_validator('batch_sizes', check_batch_sizes)
   flags.register_validator(
       'num_samples', lambda sizes: check_batch_sizes(sizes, '--num_samples'))

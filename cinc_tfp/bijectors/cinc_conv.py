@@ -1,7 +1,5 @@
 """The CInC convolution: an invertible `k x k` convolution padded on one corner."""
 
-import functools
-
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -163,12 +161,20 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
 
   def effective_kernel(self):
     """The `[k, k, C, C]` kernel actually applied (triangular diagonal tap)."""
-    if self._log_diag is None:
+    return self._kernel_of(*self._weights())
+
+  def _weights(self):
+    """The tensors that determine the effective kernel."""
+    return tuple(tf.convert_to_tensor(weight)
+                 for weight in (self._kernel, self._log_diag)
+                 if weight is not None)
+
+  def _kernel_of(self, kernel, log_diag=None):
+    if log_diag is None:
       diagonal = tf.ones([self.channels], self.dtype)
     else:
-      diagonal = tf.exp(_util.bounded_log_diagonal(self._log_diag))
-    return triangular_conv.triangular_kernel(
-        tf.convert_to_tensor(self._kernel), diagonal, self._corner)
+      diagonal = tf.exp(_util.bounded_log_diagonal(log_diag))
+    return triangular_conv.triangular_kernel(kernel, diagonal, self._corner)
 
   def _forward(self, x):
     images, restore = self._images(x)
@@ -182,21 +188,19 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
     """The `InversePlan` of the current weights, for images `width` pixels
     wide (see the class docstring)."""
     return triangular_conv.inverse_plan(self.effective_kernel(), width,
-                                        self._corner, self._plan_parameters())
-
-  def _plan_parameters(self):
-    """The weights that determine the inverse's matrices."""
-    return tuple(tf.convert_to_tensor(weight)
-                 for weight in (self._kernel, self._log_diag)
-                 if weight is not None)
+                                        self._corner, self._weights())
 
   def _inverse(self, y):
     plan = self._inverse_plan
     if callable(plan):
       plan = plan()
-    return self._solve(y, functools.partial(
-        triangular_conv.solve_rows, plan=plan,
-        parameters=self._plan_parameters()))
+    if plan is None:
+      return self._solve(y, triangular_conv.solve_rows)
+    images, restore = self._images(y)
+    if self._bias is not None:
+      images -= self._bias
+    return restore(triangular_conv.solve_with_plan(
+        images, plan, self._weights(), self._kernel_of, self._corner))
 
   def inverse_reference(self, y):
     """The inverse by the plain pixel-by-pixel solver (slow; for tests and

@@ -183,7 +183,7 @@ def row_matrices(kernel, width, mirrored=False):
                     [k, width * channels, width * channels])
 
 
-def solve_rows(y, kernel, corner='top_left', plan=None, parameters=None):
+def solve_rows(y, kernel, corner='top_left'):
   """Inverts `causal_conv2d` one image row at a time (`H` steps).
 
   With the matrices of `row_matrices`,
@@ -195,14 +195,8 @@ def solve_rows(y, kernel, corner='top_left', plan=None, parameters=None):
   where `y T^-1` is one matmul for all rows and each sequential step is
   `k - 1` matmuls over the whole batch. Other corners run the rows bottom-up
   and/or lay the pixels of a row out right to left; the image itself is
-  never flipped.
-
-  With a `plan` (see `inverse_plan`) made from these very `parameters`, no
-  matrix is computed: batches of up to `SMALL_BATCH` images take the plan's
-  chunk matrices (`r` rows per sequential step, one matmul each), larger
-  ones its row matrices. A plan made from other values is ignored (the
-  parameters are compared when the solve runs), so a plan is never stale;
-  gradients are those of the plain solve.
+  never flipped. `solve_with_plan` does the same with matrices computed
+  once.
 
   Args:
     y: `[B, H, W, C]` output of `causal_conv2d(x, kernel, corner)`; `H`, `W`
@@ -210,51 +204,14 @@ def solve_rows(y, kernel, corner='top_left', plan=None, parameters=None):
     kernel: `[k, k, C, C]` kernel whose diagonal tap is upper triangular with a
       non-zero diagonal.
     corner: padded corner.
-    plan: optional `InversePlan` for images of this width.
-    parameters: the tensors that determine `kernel`, as passed to
-      `inverse_plan` (default: `kernel` itself).
 
   Returns:
     `x` with `causal_conv2d(x, kernel, corner) == y`.
   """
   check_corner(corner)
-  parameters = _as_tensors(kernel if parameters is None else parameters)
-  if plan is None or not plan.fits(parameters, kernel, y.shape[2]):
-    return _solve_computed(y, kernel, corner)
-
-  @tf.custom_gradient
-  def planned(y, kernel):
-    def gradient(dx):
-      with tf.GradientTape() as tape:
-        tape.watch([y, kernel])
-        x = _solve_computed(y, kernel, corner)
-      return tape.gradient(x, [y, kernel], output_gradients=dx)
-    return _solve_planned(y, plan, corner), gradient
-
-  current = tf.reduce_all([tf.reduce_all(tf.equal(a, b))
-                           for a, b in zip(plan.parameters, parameters)])
-  return tf.cond(current,
-                 lambda: planned(y, kernel),
-                 lambda: _solve_computed(y, kernel, corner))
-
-
-def _solve_computed(y, kernel, corner):
-  """`solve_rows` without a plan: the row matrices come from `kernel`."""
   matrices = row_matrices(_top_left_kernel(kernel, corner), y.shape[2],
                           mirrored=corner.endswith('right'))
   return _solve_by_rows(y, matrices, corner)
-
-
-def _solve_planned(y, plan, corner):
-  """`solve_rows` with the matrices of `plan`, by chunks for small batches."""
-  batch = y.shape[0]
-  if batch is not None:
-    if batch <= SMALL_BATCH:
-      return _solve_by_chunks(y, plan.chunks, corner)
-    return _solve_by_rows(y, plan.rows, corner)
-  return tf.cond(tf.shape(y)[0] <= SMALL_BATCH,
-                 lambda: _solve_by_chunks(y, plan.chunks, corner),
-                 lambda: _solve_by_rows(y, plan.rows, corner))
 
 
 def _solve_by_rows(y, matrices, corner):
@@ -282,63 +239,32 @@ def _solve_by_rows(y, matrices, corner):
   return tf.reshape(tf.stack(x_rows, axis=1), [-1, height, width, channels])
 
 
-def _solve_by_chunks(y, chunks, corner):
-  """`x_c = y_c P + x_{c-1} Q` over chunks of `r` rows (see `inverse_plan`):
-  one matmul per sequential step. The rows are padded with zeros to a
-  multiple of `r` at the end of the solving order, which leaves the rows
-  before them unchanged."""
-  _, height, width, channels = y.shape
-  row_size = width * channels
-  chunk_size = chunks.shape[-1]
-  rows_per_chunk = chunk_size // row_size
-  steps = -(-height // rows_per_chunk)
-  bottom_up = corner.startswith('bottom')
-  rows = tf.reshape(y, [-1, height, row_size])
-  if bottom_up:
-    rows = tf.reverse(rows, [1])
-  rows = tf.pad(rows, [[0, 0], [0, steps * rows_per_chunk - height], [0, 0]])
-  y_chunks = tf.unstack(tf.reshape(
-      tf.matmul(tf.reshape(rows, [-1, chunk_size]), chunks[0]),
-      [-1, steps, chunk_size]), axis=1)
-  x_chunks = [y_chunks[0]]
-  for y_chunk in y_chunks[1:]:
-    x_chunks.append(y_chunk + tf.matmul(x_chunks[-1], chunks[1]))
-  rows = tf.reshape(tf.stack(x_chunks, axis=1),
-                    [-1, steps * rows_per_chunk, row_size])[:, :height]
-  if bottom_up:
-    rows = tf.reverse(rows, [1])
-  return tf.reshape(rows, [-1, height, width, channels])
-
-
 class InversePlan(typing.NamedTuple):
-  """What `solve_rows` needs for one kernel value and image width.
+  """The matrices of `solve_rows` for one kernel value and image width.
 
   Attributes:
     parameters: tuple of the tensors the plan was made from (see
       `inverse_plan`).
     rows: `[k, W*C, W*C]` matrices of `row_matrices`.
-    chunks: `[2, r*W*C, r*W*C]` matrices `P` and `Q` of the chunked
-      recursion `x_c = y_c P + x_{c-1} Q` on chunks of `r` rows.
+    chunks: `[2, r*W*C, r*W*C]` matrices `P` and `Q` of the recursion
+      `x_c = y_c P + x_{c-1} Q` on chunks of `r` image rows (in image order
+      within a chunk; the chunks are solved bottom-up for bottom corners).
   """
   parameters: typing.Tuple[tf.Tensor, ...]
   rows: tf.Tensor
   chunks: tf.Tensor
 
-  def fits(self, parameters, kernel, width):
-    """Whether the plan has the shapes of `parameters`, and of `kernel` on
-    images `width` pixels wide (values are compared when a solve runs)."""
+  def fits(self, parameters, width, channels):
+    """Whether the plan has the shapes of `parameters` and is for images
+    `width` pixels wide with `channels` channels (values are compared when
+    a solve runs)."""
     shapes = lambda tensors: [tuple(t.shape) for t in tensors]  # pylint: disable=g-long-lambda
     return (shapes(self.parameters) == shapes(parameters) and
-            self.rows.shape[0] == kernel.shape[0] and
-            self.rows.shape[-1] == width * kernel.shape[-1])
+            self.rows.shape[-1] == width * channels)
 
 
 def inverse_plan(kernel, width, corner='top_left', parameters=None):
   """The `InversePlan` of `kernel` for images `width` pixels wide.
-
-  `parameters` (default: `kernel`) are the tensors `kernel` is computed
-  from: `solve_rows` uses the plan only while its `parameters` are equal to
-  these, so a bijector can key its plan on its raw weights.
 
   The chunk matrices follow from unrolling the row recursion of
   `solve_rows` over `r = max(k - 1, 2)` rows: a chunk depends on the `k - 1`
@@ -349,8 +275,16 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None):
   ```
 
   with `P` and `Q` the recursion applied to the identity. Computed in
-  float64 and cast to `kernel`'s dtype: once per kernel value, worth it when
+  float64 and cast to `kernel`'s dtype, once per kernel value: worth it when
   the same weights invert many batches (sampling, serving).
+
+  Args:
+    kernel: `[k, k, C, C]` kernel, diagonal tap triangular.
+    width: image width `W`.
+    corner: padded corner.
+    parameters: the tensors `kernel` is computed from (default: `kernel`):
+      `solve_with_plan` uses the plan only while its parameters equal
+      these, so a bijector can key its plan on its raw weights.
   """
   check_corner(corner)
   k, channels = kernel.shape[0], kernel.shape[-1]
@@ -359,7 +293,8 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None):
   row_size = width * channels
   rows_per_chunk = max(k - 1, 2)
   size = rows_per_chunk * row_size
-  # Inputs: a chunk of y, then the previous chunk of x, each row a block.
+  # Inputs: a chunk of y, then the previous chunk of x, each row a block, in
+  # solving order.
   inputs = tf.reshape(tf.eye(2 * size, dtype=tf.float64),
                       [2 * size, 2 * rows_per_chunk, row_size])
   y_rows = tf.unstack(inputs[:, :rows_per_chunk], axis=1)
@@ -372,17 +307,101 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None):
       earlier = x_rows[t - m] if t >= m else previous[t - m]
       x_row -= tf.matmul(earlier, rows[k - 1 - m])
     x_rows.append(x_row)
-  x = tf.concat(x_rows, axis=1)
-  chunks = tf.stack([x[:size], x[size:]])
-  return InversePlan(_as_tensors(kernel if parameters is None else parameters),
+  chunks = tf.reshape(tf.concat(x_rows, axis=1),
+                      [2, rows_per_chunk, row_size, rows_per_chunk, row_size])
+  if corner.startswith('bottom'):
+    # Rows of a chunk in image order: the reverse of the solving order, on
+    # both sides of each matrix.
+    chunks = tf.reverse(chunks, [1, 3])
+  chunks = tf.reshape(chunks, [2, size, size])
+  parameters = kernel if parameters is None else parameters
+  if not isinstance(parameters, (tuple, list)):
+    parameters = (parameters,)
+  return InversePlan(tuple(tf.convert_to_tensor(p) for p in parameters),
                      tf.cast(rows, kernel.dtype), tf.cast(chunks, kernel.dtype))
 
 
-def _as_tensors(parameters):
-  """A tensor or a sequence of them, as a tuple of tensors."""
-  if not isinstance(parameters, (tuple, list)):
-    parameters = (parameters,)
-  return tuple(tf.convert_to_tensor(p) for p in parameters)
+def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left'):
+  """`solve_rows(y, kernel_fn(*parameters), corner)`, by `plan` when it can.
+
+  While `parameters` equal the plan's (compared when the solve runs), no
+  matrix is computed: batches of up to `SMALL_BATCH` images take the plan's
+  chunk matrices (`r` rows per sequential step, one matmul each), larger
+  ones its row matrices. Otherwise, or if the plan is for other shapes, the
+  kernel and its matrices are computed as in `solve_rows`. So a plan is
+  never stale, and the gradients (with respect to `y` and `parameters`)
+  are those of the plain solve.
+
+  Args:
+    y: `[B, H, W, C]` images, as for `solve_rows`.
+    plan: `InversePlan` (see `inverse_plan`).
+    parameters: sequence of tensors that determine the kernel.
+    kernel_fn: function of `*parameters` returning the `[k, k, C, C]` kernel.
+    corner: padded corner.
+  """
+  check_corner(corner)
+  parameters = tuple(tf.convert_to_tensor(p) for p in parameters)
+  solve = lambda y, *parameters: solve_rows(y, kernel_fn(*parameters), corner)  # pylint: disable=g-long-lambda
+  if not plan.fits(parameters, y.shape[2], y.shape[3]):
+    return solve(y, *parameters)
+
+  @tf.custom_gradient
+  def planned(y, *parameters):
+    def gradient(dx):
+      with tf.GradientTape() as tape:
+        tape.watch([y, *parameters])
+        x = solve(y, *parameters)
+      return tape.gradient(x, [y, *parameters], output_gradients=dx)
+    return _solve_planned(y, plan, corner), gradient
+
+  current = tf.reduce_all([tf.reduce_all(tf.equal(a, b))
+                           for a, b in zip(plan.parameters, parameters)])
+  return tf.cond(current, lambda: planned(y, *parameters),
+                 lambda: solve(y, *parameters))
+
+
+def _solve_planned(y, plan, corner):
+  """The solve with the matrices of `plan`, by chunks for small batches."""
+  batch = y.shape[0]
+  if batch is not None:
+    if batch <= SMALL_BATCH:
+      return _solve_by_chunks(y, plan.chunks, corner)
+    return _solve_by_rows(y, plan.rows, corner)
+  return tf.cond(tf.shape(y)[0] <= SMALL_BATCH,
+                 lambda: _solve_by_chunks(y, plan.chunks, corner),
+                 lambda: _solve_by_rows(y, plan.rows, corner))
+
+
+def _solve_by_chunks(y, chunks, corner):
+  """`x_c = y_c P + x_{c-1} Q` over chunks of `r` rows (see `inverse_plan`):
+  one matmul per sequential step. Rows are padded with zeros to a multiple
+  of `r` where the solving order ends, which leaves the others unchanged."""
+  _, height, width, channels = y.shape
+  row_size = width * channels
+  chunk_size = chunks.shape[-1]
+  rows_per_chunk = chunk_size // row_size
+  steps = -(-height // rows_per_chunk)
+  extra = steps * rows_per_chunk - height
+  bottom_up = corner.startswith('bottom')
+  rows = tf.reshape(y, [-1, height, row_size])
+  if extra:
+    rows = tf.pad(rows, [[0, 0], [extra, 0] if bottom_up else [0, extra],
+                         [0, 0]])
+  y_chunks = tf.unstack(tf.reshape(
+      tf.matmul(tf.reshape(rows, [-1, chunk_size]), chunks[0]),
+      [-1, steps, chunk_size]), axis=1)
+  if bottom_up:
+    y_chunks.reverse()
+  x_chunks = [y_chunks[0]]
+  for y_chunk in y_chunks[1:]:
+    x_chunks.append(y_chunk + tf.matmul(x_chunks[-1], chunks[1]))
+  if bottom_up:
+    x_chunks.reverse()
+  rows = tf.reshape(tf.stack(x_chunks, axis=1),
+                    [-1, steps * rows_per_chunk, row_size])
+  if extra:
+    rows = rows[:, extra:] if bottom_up else rows[:, :height]
+  return tf.reshape(rows, [-1, height, width, channels])
 
 
 def solve_raster(y, kernel, corner='top_left'):
