@@ -13,6 +13,10 @@ Two solvers are provided:
   row the map is a `(W*C) x (W*C)` banded block-Toeplitz upper-triangular
   matrix; the rows above enter through `k - 1` more banded matrices (see
   `row_matrices`). Each step is `k - 1` matmuls over the whole batch.
+* `solve_with_plan` is `solve_rows` with its matrices computed once per
+  kernel value (`inverse_plan`), and for small batches the recursion
+  unrolled over chunks of rows (one matmul per chunk); used only while the
+  kernel's parameters equal those the plan was made from.
 * `solve_raster` is the plain pixel-by-pixel reference (`H*W` steps), kept for
   tests and benchmarks.
 
