@@ -47,6 +47,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 
 FLAGS = flags.FLAGS
 
@@ -730,6 +731,8 @@ def main(argv):
     sys.exit(f'train.benchmark: expected one benchmark name out of '
              f'{sorted(BENCHMARKS)}, got {got!r}.')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TF's import.
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # TF's INFO lines (export).
   use_threads(FLAGS.threads)
   print(BENCHMARKS[argv[1]](), flush=True)
 
