@@ -294,25 +294,31 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None):
   k, channels = kernel.shape[0], kernel.shape[-1]
   wide = tf.cast(_top_left_kernel(kernel, corner), tf.float64)
   rows = row_matrices(wide, width, mirrored=corner.endswith('right'))
-  row_size = width * channels
   rows_per_chunk = max(k - 1, 2)
-  size = rows_per_chunk * row_size
-  # Inputs: a chunk of y, then the previous chunk of x, each row a block, in
-  # solving order.
-  inputs = tf.reshape(tf.eye(2 * size, dtype=tf.float64),
-                      [2 * size, 2 * rows_per_chunk, row_size])
-  y_rows = tf.unstack(inputs[:, :rows_per_chunk], axis=1)
-  previous = tf.unstack(inputs[:, rows_per_chunk:], axis=1)
+  # x_rows[t]: {input: coefficient} of chunk row t (in solving order), the
+  # inputs being the chunk's rows of y (0 .. r-1) and the previous chunk's
+  # rows of x (r .. 2r-1); only non-zero blocks are kept and multiplied.
   x_rows = []
   for t in range(rows_per_chunk):
-    x_row = tf.matmul(y_rows[t], rows[k - 1])
+    terms = {t: rows[k - 1]}
     for m in range(1, k):
-      # Before the chunk: row r + t - m of the previous one.
-      earlier = x_rows[t - m] if t >= m else previous[t - m]
-      x_row -= tf.matmul(earlier, rows[k - 1 - m])
-    x_rows.append(x_row)
-  chunks = tf.reshape(tf.concat(x_rows, axis=1),
-                      [2, rows_per_chunk, row_size, rows_per_chunk, row_size])
+      if t >= m:
+        for source, coefficient in x_rows[t - m].items():
+          terms[source] = terms.get(source, 0.) - tf.matmul(
+              coefficient, rows[k - 1 - m])
+      else:  # Row r + t - m of the previous chunk.
+        source = 2 * rows_per_chunk + t - m
+        terms[source] = terms.get(source, 0.) - rows[k - 1 - m]
+    x_rows.append(terms)
+  zero = tf.zeros_like(rows[0])
+  chunks = tf.stack([
+      tf.stack([tf.stack([x_rows[t].get(offset + a, zero)
+                          for t in range(rows_per_chunk)])
+                for a in range(rows_per_chunk)])
+      for offset in (0, rows_per_chunk)])
+  # [2, r (input row), r (output row), W*C, W*C] -> rows of inputs first.
+  chunks = tf.transpose(chunks, [0, 1, 3, 2, 4])
+  size = rows_per_chunk * width * channels
   if corner.startswith('bottom'):
     # Rows of a chunk in image order: the reverse of the solving order, on
     # both sides of each matrix.
