@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from cinc_tfp import bijectors
 from cinc_tfp import nets
+from cinc_tfp.bijectors import triangular_conv
 
 CONVS = ('cinc', 'emerging', '1x1')
 COUPLINGS = ('quad', 'affine')
@@ -159,6 +160,21 @@ class InvertibleConvLayer(keras.layers.Layer):
         conv = bijectors.CIncConv2D(*weights, corner=self.corner)
         self._plan_cache.plan = conv.plan_inverse(self.image_width)
       return self._plan_cache.plan
+
+
+  def plan_variables(self):
+    """The plan of the current weights as `tf.Variable`s (kept as this
+    layer's plan from now on), so that a SavedModel saves it with the
+    weights rather than in its graph; `[]` for a layer without a plan."""
+    if self.kind != 'cinc' or self.image_width is None:
+      return []
+    plan = self._plan()
+    if not isinstance(plan.rows, tf.Variable):
+      hold = lambda value: tf.Variable(value, trainable=False)  # pylint: disable=g-long-lambda
+      plan = triangular_conv.InversePlan(
+          tuple(map(hold, plan.parameters)), hold(plan.rows), hold(plan.chunks))
+      self._plan_cache.plan = plan
+    return [*plan.parameters, plan.rows, plan.chunks]
 
 
 class CouplingLayer(CheckpointsSublayers, keras.layers.Layer):

@@ -99,6 +99,34 @@ def test_round_trip_matches_model(exported, conv):
   assert int(loaded.n_bits) == model.n_bits
 
 
+def test_served_inverse_plans_are_saved_as_variables_and_never_stale(tmp_path):
+  model = _model('cinc')
+  path = str(tmp_path / 'saved')
+  export.save(model, path)
+  loaded = tf.saved_model.load(path)
+  # Per CInC layer: the weights it was made from (kernel, log_diag), its row
+  # matrices and its chunk matrices, with the values of the export.
+  assert len(loaded.inverse_plans) == 4 * len(model.convs)
+  for conv, start in zip(model.convs, range(0, len(loaded.inverse_plans), 4)):
+    kernel, log_diag, rows, chunks = loaded.inverse_plans[start:start + 4]
+    np.testing.assert_array_equal(kernel, conv.kernel.numpy())
+    np.testing.assert_array_equal(log_diag, conv.log_diag.numpy())
+    plan = conv.bijector().plan_inverse(conv.image_width)
+    np.testing.assert_allclose(rows, plan.rows, atol=1e-6)
+    np.testing.assert_allclose(chunks, plan.chunks, atol=1e-6)
+  # Weights assigned after loading: the served inverse no longer uses the
+  # plans, and still inverts the served forward pass.
+  weights = [weight for weight in loaded._weights  # pylint: disable=protected-access
+             if 'log_diag' in weight.name]
+  assert len(weights) == len(model.convs)
+  for weight in weights:
+    weight.assign_add(tf.fill(weight.shape, 0.2))
+  x = _images(2, seed=7)
+  latents = loaded.encode(x)['latents']
+  np.testing.assert_allclose(loaded.decode(latents)['images'], x, atol=1e-4)
+  assert not np.allclose(latents, model.encode(x), atol=1e-3)
+
+
 def test_export_of_a_5_bit_model_keeps_its_bit_depth(tmp_path):
   model = CIncFlow(SHAPE, levels=1, depth=1, width=4, n_bits=5)
   model.initialize(_images(8))
