@@ -33,7 +33,9 @@ SHORTER = {
     'train.benchmark': ('--shapes=8x8x12', '--batch_sizes=2', '--repeats=1',
                         '--raster_repeats=1', '--image_shape=8x8x3',
                         '--levels=2', '--depth=1', '--width=8',
-                        '--num_samples=2', '--batch_size_train=2'),
+                        '--num_samples=2', '--batch_size_train=2',
+                        # The SavedModel timing: in test_benchmark.
+                        '--served_models='),
 }
 
 
