@@ -79,8 +79,8 @@ class _PlanCache:
 class InvertibleConvLayer(keras.layers.Layer):
   """Weights of a `CIncConv2D`, `EmergingConv2D` or `Conv1x1`.
 
-  Given the `image_width` it transforms, a CInC layer also keeps the
-  `InversePlan` of its latest weights, for its bijectors' inverses.
+  Given the `image_width` it transforms, a CInC or Emerging layer also keeps
+  the `InversePlan`(s) of its latest weights, for its bijectors' inverses.
   """
 
   def __init__(self, kind, channels, kernel_size=3, corner='top_left', seed=0,
@@ -140,7 +140,8 @@ class InvertibleConvLayer(keras.layers.Layer):
     if self.kind == 'emerging':
       return bijectors.EmergingConv2D(
           _value(self.kernel_a), _value(self.kernel_b), _value(self.log_diag),
-          _value(self.bias))
+          _value(self.bias),
+          inverse_plan=None if self.image_width is None else self._plan)
     return bijectors.Conv1x1(
         _value(self.lower_upper), _value(self.log_scale), _value(self.sign),
         _value(self.permutation))
@@ -152,13 +153,19 @@ class InvertibleConvLayer(keras.layers.Layer):
     used only while the weights keep those values); computed again only
     when they changed."""
     with tf.init_scope():
-      weights = [self.kernel.value, self.log_diag.value]
+      if self.kind == 'cinc':
+        weights = [self.kernel.value, self.log_diag.value]
+        make = lambda: bijectors.CIncConv2D(*weights, corner=self.corner)  # pylint: disable=g-long-lambda
+      else:
+        weights = [self.kernel_a.value, self.log_diag.value,
+                   self.kernel_b.value]
+        make = lambda: bijectors.EmergingConv2D(  # pylint: disable=g-long-lambda
+            weights[0], weights[2], weights[1])
       plan = self._plan_cache.plan
       if plan is None or not all(
-          np.array_equal(old, new) for old, new in zip(plan.parameters,
-                                                        weights)):
-        conv = bijectors.CIncConv2D(*weights, corner=self.corner)
-        self._plan_cache.plan = conv.plan_inverse(self.image_width)
+          np.array_equal(old, new)
+          for old, new in zip(_plan_parameters(plan), weights)):
+        self._plan_cache.plan = make().plan_inverse(self.image_width)
       return self._plan_cache.plan
 
 
@@ -166,15 +173,26 @@ class InvertibleConvLayer(keras.layers.Layer):
     """The plan of the current weights as `tf.Variable`s (kept as this
     layer's plan from now on), so that a SavedModel saves it with the
     weights rather than in its graph; `[]` for a layer without a plan."""
-    if self.kind != 'cinc' or self.image_width is None:
+    if self.kind == '1x1' or self.image_width is None:
       return []
-    plan = self._plan()
-    if not isinstance(plan.rows, tf.Variable):
+    plans = self._plan()
+    single = isinstance(plans, triangular_conv.InversePlan)
+    plans = [plans] if single else list(plans)
+    if not isinstance(plans[0].rows, tf.Variable):
       hold = lambda value: tf.Variable(value, trainable=False)  # pylint: disable=g-long-lambda
-      plan = triangular_conv.InversePlan(
+      plans = [triangular_conv.InversePlan(
           tuple(map(hold, plan.parameters)), hold(plan.rows), hold(plan.chunks))
-      self._plan_cache.plan = plan
-    return [*plan.parameters, plan.rows, plan.chunks]
+               for plan in plans]
+      self._plan_cache.plan = plans[0] if single else tuple(plans)
+    return [variable for plan in plans
+            for variable in (*plan.parameters, plan.rows, plan.chunks)]
+
+
+def _plan_parameters(plan):
+  """The weights a layer's plan (or pair of plans) was made from."""
+  if isinstance(plan, triangular_conv.InversePlan):
+    return plan.parameters
+  return tuple(weight for part in plan for weight in part.parameters)
 
 
 class CouplingLayer(CheckpointsSublayers, keras.layers.Layer):
