@@ -23,6 +23,11 @@ class PixelwiseVolumeBijector(tfp.bijectors.Bijector):
     _util.check_channels(x, self._channels, self.name)
     return _util.as_images(_util.assert_finite(x, self.validate_args, self.name))
 
+  def _images_without(self, bias, y):
+    """`_images(y)` with `bias` (`[C]` or `None`) taken off the images."""
+    images, restore = self._images(y)
+    return (images if bias is None else images - bias), restore
+
   def _pixel_log_det(self):
     raise NotImplementedError
 

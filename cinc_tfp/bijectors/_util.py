@@ -92,3 +92,8 @@ MAX_LOG_DIAGONAL = 8.
 def bounded_log_diagonal(log_diag):
   """Log of a triangular tap's diagonal from its free parameter."""
   return MAX_LOG_DIAGONAL * tf.tanh(log_diag / MAX_LOG_DIAGONAL)
+
+
+def called(value):
+  """`value()` if `value` is callable (a deferred argument), else `value`."""
+  return value() if callable(value) else value

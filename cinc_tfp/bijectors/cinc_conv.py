@@ -191,14 +191,10 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
                                         self._corner, self._weights())
 
   def _inverse(self, y):
-    plan = self._inverse_plan
-    if callable(plan):
-      plan = plan()
+    plan = _util.called(self._inverse_plan)
     if plan is None:
       return self._solve(y, triangular_conv.solve_rows)
-    images, restore = self._images(y)
-    if self._bias is not None:
-      images -= self._bias
+    images, restore = self._images_without(self._bias, y)
     return restore(triangular_conv.solve_with_plan(
         images, plan, self._weights(), self._kernel_of, self._corner))
 
@@ -209,9 +205,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
 
   def _solve(self, y, solver):
     """Undoes the bias, then the convolution with `solver`."""
-    images, restore = self._images(y)
-    if self._bias is not None:
-      images -= self._bias
+    images, restore = self._images_without(self._bias, y)
     return restore(solver(images, self.effective_kernel(), self._corner))
 
 

@@ -194,14 +194,10 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
     return restore(y)
 
   def _inverse(self, y):
-    plans = self._inverse_plan
-    if callable(plans):
-      plans = plans()
+    plans = _util.called(self._inverse_plan)
     if plans is None:
       return self._solve(y, triangular_conv.solve_rows)
-    images, restore = self._images(y)
-    if self._bias is not None:
-      images -= self._bias
+    images, restore = self._images_without(self._bias, y)
     (first, second), (first_plan, second_plan) = self._weights(), plans
     h = triangular_conv.solve_with_plan(images, second_plan, second,
                                         self._second_kernel, _SECOND_CORNER)
@@ -215,9 +211,7 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
 
   def _solve(self, y, solver):
     """Undoes the bias, then the two factors in turn, with `solver`."""
-    images, restore = self._images(y)
-    if self._bias is not None:
-      images -= self._bias
+    images, restore = self._images_without(self._bias, y)
     kernel_a, kernel_b = self.effective_kernels()
     h = solver(images, kernel_b, _SECOND_CORNER)
     return restore(solver(h, kernel_a, _FIRST_CORNER))
