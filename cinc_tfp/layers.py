@@ -69,11 +69,11 @@ class ActNormLayer(keras.layers.Layer):
 
 
 class _PlanCache:
-  """The latest `InversePlan` of a layer (an untracked attribute: it is
+  """The latest `InversePlan`s of a layer (an untracked attribute: they are
   derived from the weights, never saved with them)."""
 
   def __init__(self):
-    self.plan = None
+    self.plans = None
 
 
 class InvertibleConvLayer(keras.layers.Layer):
@@ -148,26 +148,31 @@ class InvertibleConvLayer(keras.layers.Layer):
 
 
   def _plan(self):
-    """The `InversePlan` of the weights' current values, read eagerly even
-    while a function is traced (which then holds the plan as a constant,
-    used only while the weights keep those values); computed again only
-    when they changed."""
+    """The `InversePlan` (a pair for Emerging) of the weights' current
+    values, read eagerly even while a function is traced (which then holds
+    the plan as a constant, used only while the weights keep those values);
+    computed again only when they changed."""
+    plans = self._current_plans()
+    return plans[0] if self.kind == 'cinc' else plans
+
+  def _current_plans(self):
+    """The cached plans as a tuple, made again if the weights changed."""
     with tf.init_scope():
       if self.kind == 'cinc':
         weights = [self.kernel.value, self.log_diag.value]
-        make = lambda: bijectors.CIncConv2D(*weights, corner=self.corner)  # pylint: disable=g-long-lambda
+        make = lambda: (bijectors.CIncConv2D(  # pylint: disable=g-long-lambda
+            *weights, corner=self.corner).plan_inverse(self.image_width),)
       else:
         weights = [self.kernel_a.value, self.log_diag.value,
                    self.kernel_b.value]
         make = lambda: bijectors.EmergingConv2D(  # pylint: disable=g-long-lambda
-            weights[0], weights[2], weights[1])
-      plan = self._plan_cache.plan
-      if plan is None or not all(
-          np.array_equal(old, new)
-          for old, new in zip(_plan_parameters(plan), weights)):
-        self._plan_cache.plan = make().plan_inverse(self.image_width)
-      return self._plan_cache.plan
-
+            weights[0], weights[2], weights[1]).plan_inverse(self.image_width)
+      plans = self._plan_cache.plans
+      made_from = [weight for plan in plans or () for weight in plan.parameters]
+      if plans is None or not all(
+          np.array_equal(old, new) for old, new in zip(made_from, weights)):
+        self._plan_cache.plans = make()
+      return self._plan_cache.plans
 
   def plan_variables(self):
     """The plan of the current weights as `tf.Variable`s (kept as this
@@ -175,24 +180,15 @@ class InvertibleConvLayer(keras.layers.Layer):
     weights rather than in its graph; `[]` for a layer without a plan."""
     if self.kind == '1x1' or self.image_width is None:
       return []
-    plans = self._plan()
-    single = isinstance(plans, triangular_conv.InversePlan)
-    plans = [plans] if single else list(plans)
+    plans = self._current_plans()
     if not isinstance(plans[0].rows, tf.Variable):
       hold = lambda value: tf.Variable(value, trainable=False)  # pylint: disable=g-long-lambda
-      plans = [triangular_conv.InversePlan(
+      plans = tuple(triangular_conv.InversePlan(
           tuple(map(hold, plan.parameters)), hold(plan.rows), hold(plan.chunks))
-               for plan in plans]
-      self._plan_cache.plan = plans[0] if single else tuple(plans)
+                    for plan in plans)
+      self._plan_cache.plans = plans
     return [variable for plan in plans
             for variable in (*plan.parameters, plan.rows, plan.chunks)]
-
-
-def _plan_parameters(plan):
-  """The weights a layer's plan (or pair of plans) was made from."""
-  if isinstance(plan, triangular_conv.InversePlan):
-    return plan.parameters
-  return tuple(weight for part in plan for weight in part.parameters)
 
 
 class CouplingLayer(CheckpointsSublayers, keras.layers.Layer):
