@@ -22,6 +22,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cinc_tfp.bijectors import _util
+
 __all__ = [
     'EMBEDDED', 'DataError', 'default_image_size', 'dequantize', 'image_grid',
     'IMAGE_FORMATS', 'check_image_path', 'load_folder', 'load_images',
@@ -94,9 +96,7 @@ def load_images(name, split, image_size=None, data_dir=None, download=True):
   default_size = default_image_size(name)  # Also rejects unknown names.
   if image_size is None:
     image_size = default_size
-  if not _is_positive_int(image_size):
-    raise DataError(
-        f'image_size must be a positive int, got {image_size!r}.')
+  _util.positive_int(image_size, 'image_size', DataError)
   if name in _TFDS_SIZES:
     return _load_tfds(name, split, image_size, data_dir, download)
   if split not in ('train', 'test'):
@@ -188,10 +188,6 @@ def load_image_file(path, image_size, channels=3):
       reason = 'not a regular file'
     raise DataError(f'Cannot read image {path!r}: {reason}.') from error
   return _center_crop_resize(image, image_size)
-
-
-def _is_positive_int(value):
-  return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _center_crop_resize(images, size):
@@ -324,8 +320,7 @@ def pipeline(images,
   Returns:
     A prefetched dataset of float32 `[B, S, S, C]` in `[-0.5, 0.5)`.
   """
-  if not _is_positive_int(batch_size):
-    raise DataError(f'batch_size must be a positive int, got {batch_size!r}.')
+  _util.positive_int(batch_size, 'batch_size', DataError)
   if not isinstance(seed, int) or isinstance(seed, bool):
     raise DataError(f'seed must be an int, got {seed!r}.')
   _check_n_bits(n_bits)
@@ -356,8 +351,7 @@ def image_grid(images, rows=None):
   count, height, width, channels = images.shape
   if rows is None:
     rows = math.isqrt(count)
-  if not _is_positive_int(rows):
-    raise DataError(f'rows must be a positive int, got {rows!r}.')
+  _util.positive_int(rows, 'rows', DataError)
   cols = -(-count // rows)
   cells = np.zeros([rows * cols, height, width, channels], np.uint8)
   cells[:count] = images

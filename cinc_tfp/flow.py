@@ -5,26 +5,19 @@ import math
 import warnings
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from cinc_tfp import bijectors
+from cinc_tfp import config as config_lib
 from cinc_tfp import layers
 from cinc_tfp.bijectors import fused
+from cinc_tfp.bijectors import init
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
 __all__ = ['CIncFlow', 'finite_images']
-
-CORNER_CYCLE = 'cycle'
-
-
-def _positive_int(value, name):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f'CIncFlow: {name} must be a positive int, got {value!r}.')
-  return int(value)
 
 
 @keras.saving.register_keras_serializable(package='cinc_tfp')
@@ -49,86 +42,35 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
   are refused.
   """
 
-  def __init__(self,
-               image_shape,
-               levels=3,
-               depth=8,
-               width=128,
-               conv='cinc',
-               coupling='quad',
-               kernel_size=3,
-               scale='sigmoid',
-               corner=CORNER_CYCLE,
-               n_bits=8,
-               seed=0,
-               **kwargs):
+  def __init__(self, image_shape, **options):
     """Builds the flow.
 
     Args:
       image_shape: `(H, W, C)`; `H` and `W` divisible by `2**levels`.
-      levels: number of levels `L` (squeezes).
-      depth: flow steps `D` per level.
-      width: hidden channels of the coupling networks.
-      conv: 'cinc', 'emerging' or '1x1'.
-      coupling: 'quad' or 'affine'.
-      kernel_size: odd kernel size of the CInC convolutions.
-      scale: coupling scale, 'sigmoid' (`sigmoid(h + 2)`) or 'exp'.
-      corner: padded corner of every CInC convolution, or 'cycle' to take
-        the four corners in turn from step to step, so that stacked layers see
-        all around a pixel.
-      n_bits: bit depth of the data (8, or fewer as in Glow's 5-bit runs).
-      seed: seed of the initial weights.
-      **kwargs: passed to `keras.Model` (e.g. `name`, `dtype`).
+      **options: the model options of `config.FlowConfig` (`levels`,
+        `depth`, `width`, `conv`, `coupling`, `kernel_size`, `scale`,
+        `corner`, `n_bits`, `seed`; each documented there, with its
+        default), and what `keras.Model` takes (e.g. `name`, `dtype`).
     """
-    super().__init__(**kwargs)
+    names = [field.name for field in config_lib.FlowConfig.options()]
+    self.config = config_lib.FlowConfig(
+        image_shape, **{name: options.pop(name) for name in names
+                        if name in options})
+    super().__init__(**options)
     if self.dtype_policy.compute_dtype != self.dtype_policy.variable_dtype:
       raise ValueError(
           f'CIncFlow: mixed precision ({self.dtype_policy.name}) is not '
           f'supported; use float32 or float64.')
-    image_shape = tuple(image_shape)
-    if len(image_shape) != 3:
-      raise ValueError(
-          f'CIncFlow: image_shape must be (H, W, C), got {image_shape!r}.')
-    for size, name in zip(image_shape, ('image height', 'image width',
-                                        'image channels')):
-      _positive_int(size, name)
-    levels = _positive_int(levels, 'levels')
-    depth = _positive_int(depth, 'depth')
-    width = _positive_int(width, 'width')
-    kernel_size = _positive_int(kernel_size, 'kernel_size')
-    if kernel_size % 2 == 0:
-      raise ValueError(
-          f'CIncFlow: kernel_size must be odd, got {kernel_size}.')
-    if _positive_int(n_bits, 'n_bits') > 8:
-      raise ValueError(f'CIncFlow: n_bits must be in 1..8, got {n_bits!r}.')
-    if scale not in bijectors.SCALES:
-      raise ValueError(
-          f'CIncFlow: scale must be one of {bijectors.SCALES}, got {scale!r}.')
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-      raise ValueError(f'CIncFlow: seed must be an int, got {seed!r}.')
-    if corner != CORNER_CYCLE and corner not in bijectors.CORNERS:
-      raise ValueError(
-          f'CIncFlow: corner must be {CORNER_CYCLE!r} or one of '
-          f'{bijectors.CORNERS}, got {corner!r}.')
-    height, width_px, channels = image_shape
-    if height % 2**levels or width_px % 2**levels:
-      raise ValueError(
-          f'CIncFlow: image height and width must be divisible by 2**levels = '
-          f'{2**levels} to squeeze {levels} times, got image_shape '
-          f'{image_shape}.')
-    self.image_shape = image_shape
-    self.levels = levels
-    self.depth = depth
-    self.width = width
-    self.conv = conv
-    self.coupling = coupling
-    self.kernel_size = kernel_size
-    self.scale = scale
-    self.corner = corner
-    self.n_bits = int(n_bits)
-    self.seed = int(seed)
+    for name in ['image_shape'] + names:
+      setattr(self, name, getattr(self.config, name))
+    height, width_px, channels = self.image_shape
+    levels, depth, width = self.levels, self.depth, self.width
+    conv, coupling, kernel_size = self.conv, self.coupling, self.kernel_size
+    scale, corner = self.scale, self.corner
     self.num_dims = height * width_px * channels
 
+    # Each layer's seed, from which its weights' seeds are drawn in turn.
+    seeds = init.SeedStream(self.seed, salt='CIncFlow')
     self.actnorms, self.convs, self.couplings, self.priors = [], [], [], []
     self.level_shapes = []
     for level in range(levels):
@@ -138,16 +80,15 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
       for step in range(depth):
         prefix = f'level{level}_step{step}'
         step_corner = (bijectors.CORNERS[step % 4]
-                       if corner == CORNER_CYCLE else corner)
-        step_seed = seed * 10007 + level * 1009 + step
+                       if corner == config_lib.CORNER_CYCLE else corner)
         self.actnorms.append(layers.ActNormLayer(
             channels, dtype=self.dtype_policy, name=f'{prefix}_actnorm'))
         self.convs.append(layers.InvertibleConvLayer(
-            conv, channels, kernel_size, step_corner, seed=step_seed,
+            conv, channels, kernel_size, step_corner, seed=seeds(),
             image_width=width_px, dtype=self.dtype_policy,
             name=f'{prefix}_{conv}'))
         self.couplings.append(layers.CouplingLayer(
-            coupling, shape, width, scale, seed=step_seed,
+            coupling, shape, width, scale, seed=seeds(),
             dtype=self.dtype_policy, name=f'{prefix}_{coupling}'))
       if level < levels - 1:
         self.priors.append(layers.PriorLayer(
@@ -166,12 +107,8 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
     self.built = True
 
   def get_config(self):
-    return dict(
-        image_shape=self.image_shape, levels=self.levels, depth=self.depth,
-        width=self.width, conv=self.conv, coupling=self.coupling,
-        kernel_size=self.kernel_size, scale=self.scale, corner=self.corner,
-        n_bits=self.n_bits, seed=self.seed, name=self.name,
-        dtype=self.dtype_policy.name)
+    return dict(self.config.as_dict(), name=self.name,
+                dtype=self.dtype_policy.name)
 
   # The flow as TFP objects.
 
@@ -271,7 +208,7 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
     """
     n, temperature = _check_sample_arguments(n, temperature)
     z = tf.random.stateless_normal(tf.stack([n, self.num_dims]),
-                                   _stateless_seed(seed),
+                                   init.stateless_seed(seed),
                                    dtype=self.compute_dtype)
     return self.decode(z * tf.cast(temperature, self.compute_dtype))
 
@@ -394,22 +331,6 @@ def _log(value):
   if strategy.num_replicas_in_sync > len(strategy.extended.worker_devices):
     return tf.reshape(value, [1])
   return value
-
-
-def _stateless_seed(seed):
-  """A `[2]` int32 stateless seed from `sample`'s `seed` argument."""
-  if seed is None:
-    return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-  if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-    if not 0 <= seed < 2**62:
-      raise ValueError(f'CIncFlow: seed must be in [0, 2**62), got {seed}.')
-    # Two 31-bit halves, so that large seeds do not wrap onto small ones.
-    return tf.constant([int(seed) % 2**31, int(seed) // 2**31], tf.int32)
-  seed = tf.convert_to_tensor(seed)
-  if seed.shape.rank == 0:
-    seed = tf.cast(seed, tf.int64)
-    seed = tf.stack([seed % 2**31, seed // 2**31])
-  return tf.cast(seed, tf.int32)
 
 
 def _prepend(first, rest):

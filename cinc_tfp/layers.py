@@ -11,13 +11,11 @@ import numpy as np
 import tensorflow as tf
 
 from cinc_tfp import bijectors
+from cinc_tfp import config
 from cinc_tfp import nets
+from cinc_tfp.bijectors import init
 from cinc_tfp.bijectors import triangular_conv
 
-CONVS = ('cinc', 'emerging', '1x1')
-COUPLINGS = ('quad', 'affine')
-
-_KERNEL_STDDEV = 0.05
 
 
 def _value(weight):
@@ -41,6 +39,18 @@ class CheckpointsSublayers:
     return children
 
 
+def _add_weights(layer, parameters):
+  """Adds each initial parameter (`bijectors.init`) to `layer` as a weight,
+  an attribute of the same name; the `init.FIXED` ones untrainable (saved
+  with the model only so that it restores exactly)."""
+  for name, value in parameters.items():
+    setattr(layer, name, layer.add_weight(
+        shape=value.shape, dtype=value.dtype.name,
+        initializer=lambda shape, dtype, value=value: tf.cast(value, dtype),
+        trainable=name not in init.FIXED, name=name))
+  return tuple(parameters)
+
+
 class ActNormLayer(keras.layers.Layer):
   """Weights of an `ActNorm` (data-initialized) or of a learned Gaussian
   prior with per-channel mean and scale (`data_init=False`, zero start)."""
@@ -49,10 +59,7 @@ class ActNormLayer(keras.layers.Layer):
     super().__init__(**kwargs)
     self.channels = channels
     self.data_init = data_init
-    self.log_scale = self.add_weight(
-        shape=(channels,), initializer='zeros', name='log_scale')
-    self.bias = self.add_weight(
-        shape=(channels,), initializer='zeros', name='bias')
+    _add_weights(self, init.actnorm(channels, self.variable_dtype))
     if data_init:
       self.initialized = self.add_weight(
           shape=(), initializer='zeros', dtype='bool', trainable=False,
@@ -77,7 +84,8 @@ class _PlanCache:
 
 
 class InvertibleConvLayer(keras.layers.Layer):
-  """Weights of a `CIncConv2D`, `EmergingConv2D` or `Conv1x1`.
+  """Weights of a `CIncConv2D`, `EmergingConv2D` or `Conv1x1`, initialized
+  by `bijectors.init` from `seed`.
 
   Given the `image_width` it transforms, a CInC or Emerging layer also keeps
   the `InversePlan`(s) of its latest weights, for its bijectors' inverses.
@@ -86,66 +94,35 @@ class InvertibleConvLayer(keras.layers.Layer):
   def __init__(self, kind, channels, kernel_size=3, corner='top_left', seed=0,
                image_width=None, **kwargs):
     super().__init__(**kwargs)
-    if kind not in CONVS:
-      raise ValueError(f'conv must be one of {CONVS}, got {kind!r}.')
+    if kind not in config.CONVS:
+      raise ValueError(f'conv must be one of {config.CONVS}, got {kind!r}.')
     self.kind = kind
-    self.channels = channels
-    self.kernel_size = kernel_size
     self.corner = corner
-    self.image_width = image_width
+    self.seed = seed
+    self.image_width = image_width if kind != '1x1' else None
     self._plan_cache = _PlanCache()
-    normal = lambda salt: keras.initializers.RandomNormal(  # pylint: disable=g-long-lambda
-        stddev=_KERNEL_STDDEV, seed=seed * 7 + salt)
-    zeros = 'zeros'
-    c = channels
-    if kind == 'cinc':
-      self.kernel = self.add_weight(
-          shape=(kernel_size, kernel_size, c, c), initializer=normal(0),
-          name='kernel')
-    elif kind == 'emerging':
-      self.kernel_a = self.add_weight(shape=(2, 2, c, c),
-                                      initializer=normal(1), name='kernel_a')
-      self.kernel_b = self.add_weight(shape=(2, 2, c, c),
-                                      initializer=normal(2), name='kernel_b')
-    if kind in ('cinc', 'emerging'):
-      self.log_diag = self.add_weight(shape=(c,), initializer=zeros,
-                                      name='log_diag')
-      self.bias = self.add_weight(shape=(c,), initializer=zeros, name='bias')
-    else:
-      # Glow's start: the LU factors of a random rotation.
-      init = bijectors.Conv1x1(channels=c, seed=seed, dtype='float64')
-      const = lambda value: keras.initializers.Constant(np.asarray(value))  # pylint: disable=g-long-lambda
-      self.lower_upper = self.add_weight(
-          shape=(c, c), initializer=const(init.lower_upper),
-          name='lower_upper')
-      self.log_scale = self.add_weight(
-          shape=(c,), initializer=const(init.log_scale),
-          name='log_scale')
-      # Fixed, but saved with the model so that it is restored exactly.
-      self.sign = self.add_weight(
-          shape=(c,), initializer=const(init.sign),
-          trainable=False, name='sign')
-      self.permutation = self.add_weight(
-          shape=(c,), dtype='int32',
-          initializer=const(init.permutation),
-          trainable=False, name='permutation')
+    dtype = self.variable_dtype
+    initial = {
+        'cinc': lambda: init.cinc_conv(channels, kernel_size, seed, dtype),
+        'emerging': lambda: init.emerging_conv(channels, seed, dtype),
+        '1x1': lambda: init.conv1x1(channels, seed, dtype),
+    }[kind]()
+    self._parameter_names = _add_weights(self, initial)
     self.built = True  # every weight exists, with its final shape
 
   def bijector(self):
-    if self.kind == 'cinc':
-      return bijectors.CIncConv2D(
-          _value(self.kernel), _value(self.log_diag), _value(self.bias),
-          corner=self.corner,
-          inverse_plan=None if self.image_width is None else self._plan)
-    if self.kind == 'emerging':
-      return bijectors.EmergingConv2D(
-          _value(self.kernel_a), _value(self.kernel_b), _value(self.log_diag),
-          _value(self.bias),
-          inverse_plan=None if self.image_width is None else self._plan)
-    return bijectors.Conv1x1(
-        _value(self.lower_upper), _value(self.log_scale), _value(self.sign),
-        _value(self.permutation))
+    return self._bijector(inverse_plan=None if self.image_width is None
+                          else self._plan)
 
+  def _bijector(self, inverse_plan=None):
+    parameters = {name: _value(getattr(self, name))
+                  for name in self._parameter_names}
+    if self.kind == 'cinc':
+      return bijectors.CIncConv2D(**parameters, corner=self.corner,
+                                  inverse_plan=inverse_plan)
+    if self.kind == 'emerging':
+      return bijectors.EmergingConv2D(**parameters, inverse_plan=inverse_plan)
+    return bijectors.Conv1x1(**parameters)
 
   def _plan(self):
     """The `InversePlan` (a pair for Emerging) of the weights' current
@@ -158,27 +135,23 @@ class InvertibleConvLayer(keras.layers.Layer):
   def _current_plans(self):
     """The cached plans as a tuple, made again if the weights changed."""
     with tf.init_scope():
-      if self.kind == 'cinc':
-        weights = [self.kernel.value, self.log_diag.value]
-        make = lambda: (bijectors.CIncConv2D(  # pylint: disable=g-long-lambda
-            *weights, corner=self.corner).plan_inverse(self.image_width),)
-      else:
-        weights = [self.kernel_a.value, self.log_diag.value,
-                   self.kernel_b.value]
-        make = lambda: bijectors.EmergingConv2D(  # pylint: disable=g-long-lambda
-            weights[0], weights[2], weights[1]).plan_inverse(self.image_width)
+      bijector = self._bijector()
       plans = self._plan_cache.plans
       made_from = [weight for plan in plans or () for weight in plan.parameters]
       if plans is None or not all(
-          np.array_equal(old, new) for old, new in zip(made_from, weights)):
-        self._plan_cache.plans = make()
+          np.array_equal(old, new)
+          for old, new in zip(made_from, bijector.plan_parameters())):
+        plans = bijector.plan_inverse(self.image_width)
+        if isinstance(plans, triangular_conv.InversePlan):
+          plans = (plans,)
+        self._plan_cache.plans = plans
       return self._plan_cache.plans
 
   def plan_variables(self):
     """The plan of the current weights as `tf.Variable`s (kept as this
     layer's plan from now on), so that a SavedModel saves it with the
     weights rather than in its graph; `[]` for a layer without a plan."""
-    if self.kind == '1x1' or self.image_width is None:
+    if self.image_width is None:
       return []
     plans = self._current_plans()
     if not isinstance(plans[0].rows, tf.Variable):
@@ -192,13 +165,15 @@ class InvertibleConvLayer(keras.layers.Layer):
 
 
 class CouplingLayer(CheckpointsSublayers, keras.layers.Layer):
-  """Networks of a `QuadCoupling` or an `AffineCoupling`."""
+  """Networks of a `QuadCoupling` or an `AffineCoupling`, each seeded by a
+  draw from `seed`."""
 
   def __init__(self, kind, image_shape, width, scale='sigmoid', seed=0,
                **kwargs):
     super().__init__(**kwargs)
-    if kind not in COUPLINGS:
-      raise ValueError(f'coupling must be one of {COUPLINGS}, got {kind!r}.')
+    if kind not in config.COUPLINGS:
+      raise ValueError(
+          f'coupling must be one of {config.COUPLINGS}, got {kind!r}.')
     height, width_px, channels = image_shape
     blocks = 4 if kind == 'quad' else 2
     if channels % blocks:
@@ -208,12 +183,13 @@ class CouplingLayer(CheckpointsSublayers, keras.layers.Layer):
     self.kind = kind
     self.scale = scale
     block = channels // blocks
+    seeds = init.SeedStream(seed, 'CouplingLayer')
     self.networks = []
     # In this layer's scope, so that weight paths name the layer.
     with keras.name_scope(self.name):
       for i in range(1, blocks):
         network = nets.CouplingNetwork(
-            2 * block, width, seed=seed * 3 + i, dtype=self.dtype_policy,
+            2 * block, width, seed=seeds(), dtype=self.dtype_policy,
             name=f'network_{i}')
         network.build((None, height, width_px, i * block))
         self.networks.append(network)

@@ -2,6 +2,8 @@
 
 import keras
 
+from cinc_tfp.bijectors import init
+
 __all__ = ['CouplingNetwork', 'ZeroConv2D']
 
 
@@ -16,8 +18,9 @@ class CouplingNetwork(keras.layers.Layer):
   """Glow's coupling network: 3x3 conv, ReLU, 1x1 conv, ReLU, zero 3x3 conv.
 
   Maps `[B, H, W, C_in]` to `[B, H, W, out_channels]`; it starts at zero, so
-  a coupling layer using it starts as (a scaled) identity. `seed` fixes the
-  initial weights of the hidden layers.
+  a coupling layer using it starts as (a scaled) identity. Its two hidden
+  kernels are Glorot-uniform, with seeds drawn from `seed` (an int; `None`
+  for unseeded).
   """
 
   def __init__(self, out_channels, width, seed=None, **kwargs):
@@ -25,14 +28,15 @@ class CouplingNetwork(keras.layers.Layer):
     self.out_channels = out_channels
     self.width = width
     self.seed = seed
-    glorot = lambda salt: keras.initializers.GlorotUniform(  # pylint: disable=g-long-lambda
-        seed=None if seed is None else 2 * seed + salt)
+    seeds = None if seed is None else init.SeedStream(seed, 'CouplingNetwork')
+    glorot = lambda: keras.initializers.GlorotUniform(  # pylint: disable=g-long-lambda
+        seed=None if seeds is None else seeds())
     self.hidden_in = keras.layers.Conv2D(
         width, 3, padding='same', activation='relu',
-        kernel_initializer=glorot(0), dtype=self.dtype_policy,
+        kernel_initializer=glorot(), dtype=self.dtype_policy,
         name='hidden_3x3')
     self.hidden_mid = keras.layers.Conv2D(
-        width, 1, activation='relu', kernel_initializer=glorot(1),
+        width, 1, activation='relu', kernel_initializer=glorot(),
         dtype=self.dtype_policy, name='hidden_1x1')
     self.out = ZeroConv2D(out_channels, name='zero_3x3', dtype=self.dtype_policy)
 

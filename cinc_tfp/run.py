@@ -32,6 +32,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from cinc_tfp import config as config_lib
 from cinc_tfp import data
 from cinc_tfp import export
 from cinc_tfp import flow
@@ -49,15 +50,16 @@ CHECKPOINT_PREFIX = 'ckpt'
 KEEP_CHECKPOINTS = 3
 
 # Keys of config.json, in order: the data, the model, then the optimizer.
-MODEL_KEYS = ('levels', 'depth', 'width', 'conv', 'coupling', 'kernel_size',
-              'scale', 'corner', 'n_bits', 'seed')
+MODEL_KEYS = tuple(option.name for option in config_lib.FlowConfig.options())
 DATA_KEYS = ('dataset', 'image_size', 'channels')
 OPTIMIZER_KEYS = ('batch_size', 'optimizer', 'learning_rate', 'warmup_steps',
                   'ema')
 RUN_KEYS = DATA_KEYS + MODEL_KEYS + OPTIMIZER_KEYS
 
 # The JSON types of config.json's values (the others are ints).
-_STRING_KEYS = ('dataset', 'conv', 'coupling', 'scale', 'corner', 'optimizer')
+_STRING_KEYS = ('dataset', 'optimizer') + tuple(
+    option.name for option in config_lib.FlowConfig.options()
+    if option.metadata['choices'] is not None)
 _FLOAT_KEYS = ('learning_rate', 'ema')
 
 

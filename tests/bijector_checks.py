@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from cinc_tfp.bijectors import init
+
 # Round-trip tolerances: float32 keeps ~6 digits through a few solves.
 TOLERANCE = {tf.float32: dict(rtol=1e-4, atol=1e-4),
              tf.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -12,11 +14,13 @@ LOG_DET_TOLERANCE = {tf.float32: dict(rtol=1e-5, atol=2e-5),
                      tf.float64: dict(rtol=1e-10, atol=1e-10)}
 
 
-def perturb(bijector, scale, seed=0):
-  """Moves every trainable variable away from its (often trivial) start."""
+def perturbed(parameters, scale, seed=0):
+  """Initial `parameters` (`bijectors.init`) moved away from their (often
+  trivial) start; the `init.FIXED` ones are kept."""
   generator = tf.random.Generator.from_seed(seed)
-  for variable in bijector.trainable_variables:
-    variable.assign_add(scale * generator.normal(variable.shape, dtype=variable.dtype))
+  return {name: value if name in init.FIXED else
+          value + scale * generator.normal(value.shape, dtype=value.dtype)
+          for name, value in parameters.items()}
 
 
 def dense_jacobian(fn, x):

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from cinc_tfp import bijectors
+from cinc_tfp.bijectors import init
 from tests import bijector_checks
 
 
@@ -21,7 +22,8 @@ def test_log_det_and_inverse_exact(shape, dtype):
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 @pytest.mark.parametrize('in_graph', [False, True])
 def test_initializes_from_the_first_batch_only(in_graph, dtype):
-  actnorm = bijectors.ActNorm(channels=3, dtype=dtype)
+  actnorm = bijectors.ActNorm(**init.variables(init.actnorm(3, dtype)),
+                              initialized=tf.Variable(False))
   rng = np.random.default_rng(1)
   first = tf.constant(3. + 2. * rng.normal(size=[8, 4, 4, 3]), dtype)
   forward = tf.function(actnorm.forward) if in_graph else actnorm.forward
@@ -36,7 +38,8 @@ def test_initializes_from_the_first_batch_only(in_graph, dtype):
 
 
 def test_log_det_before_forward_initializes_too():
-  actnorm = bijectors.ActNorm(channels=2)
+  actnorm = bijectors.ActNorm(**init.variables(init.actnorm(2)),
+                              initialized=tf.Variable(False))
   x = tf.constant(np.random.default_rng(2).normal(size=[16, 3, 3, 2]) * 4.,
                   tf.float32)
   log_det = actnorm.forward_log_det_jacobian(x)
@@ -45,7 +48,7 @@ def test_log_det_before_forward_initializes_too():
 
 
 def test_bad_input_is_a_clear_error():
-  actnorm = bijectors.ActNorm(channels=3, validate_args=True)
+  actnorm = bijectors.ActNorm(**init.actnorm(3), validate_args=True)
   with pytest.raises(ValueError, match='built for 3 channels, got images with 1'):
     actnorm.forward(tf.zeros([2, 2, 1]))
   with pytest.raises(tf.errors.InvalidArgumentError, match='NaN or infinite'):

@@ -163,7 +163,7 @@ def test_matched_flow_width_is_the_closest_width():
   from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
   shape, levels, depth = (8, 8, 4), 2, 1
   count = lambda width: benchmark._count(flow.CIncFlow(
-      shape, levels, depth, width, conv='cinc',
+      shape, levels=levels, depth=depth, width=width, conv='cinc',
       coupling='quad').trainable_variables)
   matched = lambda target: benchmark._matched_flow_width(
       shape, levels, depth, 'cinc', 'quad', target)

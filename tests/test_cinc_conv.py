@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from cinc_tfp import bijectors
+from cinc_tfp.bijectors import init
 from tests import bijector_checks
 
 tfb = tfp.bijectors
@@ -18,20 +19,20 @@ SHAPES = [(4, 4, 2), (3, 5, 3)]
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 @pytest.mark.parametrize('shape,kernel_size,corner', list(itertools.product(
-    SHAPES, [3, 5], bijectors.CORNERS)) + [((4, 4, 3), 1, 'top_left')])
+    SHAPES, [3, 5], bijectors.CORNERS)) + [((4, 4, 3), 1, 'top_left'),
+                                           ((4, 3, 2), 2, 'bottom_right')])
 def test_log_det_and_inverse_exact(shape, kernel_size, corner, dtype):
-  conv = bijectors.CIncConv2D(channels=shape[-1], kernel_size=kernel_size,
-                              corner=corner, seed=1, dtype=dtype)
-  bijector_checks.perturb(conv, 0.2)
+  conv = bijectors.CIncConv2D(**bijector_checks.perturbed(
+      init.cinc_conv(shape[-1], kernel_size, seed=1, dtype=dtype), 0.2),
+                              corner=corner)
   bijector_checks.check_bijector(conv, shape, dtype)
 
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 @pytest.mark.parametrize('corner', bijectors.CORNERS)
 def test_volume_preserving_has_zero_log_det(corner, dtype):
-  conv = bijectors.CIncConv2D(channels=3, volume_preserving=True, seed=2,
-                              corner=corner, dtype=dtype)
-  bijector_checks.perturb(conv, 0.2)
+  conv = bijectors.CIncConv2D(**bijector_checks.perturbed(init.cinc_conv(
+      3, seed=2, dtype=dtype, volume_preserving=True), 0.2), corner=corner)
   assert conv.log_diag is None
   bijector_checks.check_bijector(conv, (4, 4, 3), dtype)
   assert conv.forward_log_det_jacobian(tf.zeros([4, 4, 3], dtype)) == 0.
@@ -49,17 +50,24 @@ def test_explicit_parameters_and_without_bias(corner, dtype):
   bijector_checks.check_bijector(conv, (4, 3, 4), dtype)
 
 
-def test_created_without_bias():
-  conv = bijectors.CIncConv2D(channels=2, use_bias=False, seed=4)
-  bijector_checks.perturb(conv, 0.2)
+def test_initial_parameters_are_seeded_and_near_the_identity():
+  parameters = init.cinc_conv(2, seed=4, use_bias=False)
+  assert sorted(parameters) == ['kernel', 'log_diag']
+  np.testing.assert_array_equal(parameters['kernel'],
+                                init.cinc_conv(2, seed=4)['kernel'])
+  assert np.max(np.abs(parameters['kernel'] -
+                       init.cinc_conv(2, seed=5)['kernel'])) > 0.01
+  conv = bijectors.CIncConv2D(**init.variables(parameters))
   assert conv.bias is None and len(conv.trainable_variables) == 2
-  bijector_checks.check_bijector(conv, (4, 4, 2), tf.float32)
+  x = tf.random.stateless_normal([4, 4, 2], [0, 1])
+  assert np.max(np.abs(conv.forward(x) - x)) < 1.
 
 
 def test_bijectors_with_different_weights_are_not_equal_nor_share_a_cache():
-  first = bijectors.CIncConv2D(channels=2, seed=5)
-  second = bijectors.CIncConv2D(channels=2, seed=5)
-  bijector_checks.perturb(second, 0.5)
+  parameters = init.variables(init.cinc_conv(2, seed=5))
+  first = bijectors.CIncConv2D(**parameters)
+  second = bijectors.CIncConv2D(
+      **init.variables(bijector_checks.perturbed(parameters, 0.5)))
   assert first != second
   x = tf.random.stateless_normal([4, 4, 2], [5, 6])
   first_y = first.forward(x)
@@ -70,8 +78,8 @@ def test_bijectors_with_different_weights_are_not_equal_nor_share_a_cache():
 
 
 def test_fast_inverse_agrees_with_raster_reference_and_xla():
-  conv = bijectors.CIncConv2D(channels=3, corner='bottom_left', seed=3)
-  bijector_checks.perturb(conv, 0.2)
+  conv = bijectors.CIncConv2D(**bijector_checks.perturbed(
+      init.cinc_conv(3, seed=3), 0.2), corner='bottom_left')
   y = tf.random.stateless_normal([2, 6, 5, 3], [1, 2])
   reference = conv.inverse_reference(y)
   np.testing.assert_allclose(conv.inverse(y), reference, rtol=1e-4, atol=1e-4)
@@ -82,9 +90,8 @@ def test_fast_inverse_agrees_with_raster_reference_and_xla():
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 def test_planned_inverse_is_exact_and_only_for_its_own_weights(dtype):
-  conv = bijectors.CIncConv2D(channels=3, corner='top_right', seed=4,
-                              dtype=dtype)
-  bijector_checks.perturb(conv, 0.2)
+  conv = bijectors.CIncConv2D(**init.variables(bijector_checks.perturbed(
+      init.cinc_conv(3, seed=4, dtype=dtype), 0.2)), corner='top_right')
   planned = bijectors.CIncConv2D(conv.kernel, conv.log_diag, conv.bias,
                                  corner='top_right',
                                  inverse_plan=conv.plan_inverse(5))
@@ -103,7 +110,8 @@ def test_planned_inverse_is_exact_and_only_for_its_own_weights(dtype):
 
 def test_learnable_entries_match_the_paper_count():
   channels = 5
-  conv = bijectors.CIncConv2D(channels=channels, use_bias=False, seed=4)
+  conv = bijectors.CIncConv2D(**init.variables(
+      init.cinc_conv(channels, seed=4, use_bias=False)))
   x = tf.random.stateless_normal([2, 4, 4, channels], [0, 1])
   with tf.GradientTape() as tape:
     y = conv.forward(x)
@@ -132,7 +140,7 @@ def _train(variables, loss_fn, optimizer, steps, seed):
 
 
 def test_diagonal_never_reaches_zero_under_an_adversarial_optimizer():
-  conv = bijectors.CIncConv2D(channels=3, seed=5)
+  conv = bijectors.CIncConv2D(**init.variables(init.cinc_conv(3, seed=5)))
 
   def loss(x, unused_generator):
     # Pull the diagonal towards zero as hard as possible: the raw-weight
@@ -151,7 +159,7 @@ def test_diagonal_never_reaches_zero_under_an_adversarial_optimizer():
 
 
 def test_inverse_stays_exact_through_hundreds_of_large_training_steps():
-  conv = bijectors.CIncConv2D(channels=3, seed=7)
+  conv = bijectors.CIncConv2D(**init.variables(init.cinc_conv(3, seed=7)))
   direction = tf.random.stateless_normal([6, 6, 3], [1, 1])
 
   def loss(x, generator):
@@ -167,8 +175,8 @@ def test_inverse_stays_exact_through_hundreds_of_large_training_steps():
   # 300 Adam steps of 0.05 (ten times a usual flow learning rate).
   _train(conv.trainable_variables, loss, tf.keras.optimizers.Adam(0.05), 300,
          seed=8)
-  moved = tf.reduce_max(tf.abs(conv.kernel - bijectors.CIncConv2D(
-      channels=3, seed=7).kernel))
+  moved = tf.reduce_max(tf.abs(conv.kernel -
+                               init.cinc_conv(3, seed=7)['kernel']))
   assert moved > 0.1  # the weights really trained
   x = tf.random.stateless_normal([2, 6, 6, 3], [9, 10])
   np.testing.assert_allclose(conv.inverse(tf.identity(conv.forward(x))), x,
@@ -179,8 +187,8 @@ def test_inverse_stays_exact_through_hundreds_of_large_training_steps():
 
 
 def test_drops_into_chain_and_transformed_distribution():
-  conv = bijectors.CIncConv2D(channels=2, seed=8, dtype=tf.float64)
-  bijector_checks.perturb(conv, 0.2)
+  conv = bijectors.CIncConv2D(**bijector_checks.perturbed(
+      init.cinc_conv(2, seed=8, dtype=tf.float64), 0.2))
   chain = tfb.Chain([tfb.Scale(tf.constant(2., tf.float64)), conv])
   base = tfd.Sample(tfd.Normal(tf.constant(0., tf.float64), 1.), [3, 4, 2])
   flow = tfd.TransformedDistribution(base, chain)
@@ -194,19 +202,20 @@ def test_drops_into_chain_and_transformed_distribution():
 
 
 def test_bad_input_is_a_clear_error():
-  conv = bijectors.CIncConv2D(channels=3, validate_args=True, seed=9)
+  conv = bijectors.CIncConv2D(**init.cinc_conv(3, seed=9),
+                              validate_args=True)
   with pytest.raises(ValueError, match=r'expected images of shape \[\.\.\., H, W, C\]'):
     conv.forward(tf.zeros([4, 3]))
   with pytest.raises(ValueError, match='built for 3 channels, got images with 2'):
     conv.forward(tf.zeros([4, 4, 2]))
   with pytest.raises(tf.errors.InvalidArgumentError, match='NaN or infinite'):
     conv.forward(tf.fill([4, 4, 3], np.nan))
-  with pytest.raises(ValueError, match='kernel_size must be a positive odd int'):
-    bijectors.CIncConv2D(channels=3, kernel_size=4)
+  with pytest.raises(ValueError, match='kernel_size must be a positive int'):
+    init.cinc_conv(3, kernel_size=0)
   with pytest.raises(ValueError, match='corner must be one of'):
-    bijectors.CIncConv2D(channels=3, corner='center')
+    bijectors.CIncConv2D(**init.cinc_conv(3), corner='center')
   with pytest.raises(ValueError, match='channels must be a positive int'):
-    bijectors.CIncConv2D(channels=0)
+    init.cinc_conv(0)
   with pytest.raises(ValueError, match=r'kernel must have shape \[k, k, C, C\]'):
     bijectors.CIncConv2D(tf.zeros([3, 3, 2, 4]))
   with pytest.raises(ValueError, match=r'log_diag must have shape \[3\]'):

@@ -5,25 +5,27 @@ import pytest
 import tensorflow as tf
 
 from cinc_tfp import bijectors
+from cinc_tfp.bijectors import init
 from tests import bijector_checks
 
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 @pytest.mark.parametrize('shape', [(4, 4, 2), (3, 5, 3), (2, 2, 8)])
 def test_log_det_and_inverse_exact(shape, dtype):
-  conv = bijectors.Conv1x1(channels=shape[-1], seed=1, dtype=dtype)
-  bijector_checks.perturb(conv, 0.2)
+  conv = bijectors.Conv1x1(**bijector_checks.perturbed(
+      init.conv1x1(shape[-1], seed=1, dtype=dtype), 0.2))
   bijector_checks.check_bijector(conv, shape, dtype)
 
 
 def test_starts_as_a_rotation_from_the_seed():
-  conv = bijectors.Conv1x1(channels=4, seed=2, dtype=tf.float64)
+  conv = bijectors.Conv1x1(**init.conv1x1(4, seed=2, dtype=tf.float64))
   matrix = conv.matrix()
   np.testing.assert_allclose(tf.matmul(matrix, matrix, transpose_a=True),
                              np.eye(4), atol=1e-12)
   np.testing.assert_allclose(conv.forward_log_det_jacobian(
       tf.zeros([3, 3, 4], tf.float64)), 0., atol=1e-12)
-  again = bijectors.Conv1x1(channels=4, seed=2, dtype=tf.float64).matrix()
+  again = bijectors.Conv1x1(
+      **init.conv1x1(4, seed=2, dtype=tf.float64)).matrix()
   np.testing.assert_array_equal(matrix, again)
 
 
@@ -38,7 +40,7 @@ def test_explicit_parameters(dtype):
 
 
 def test_bad_input_is_a_clear_error():
-  conv = bijectors.Conv1x1(channels=3, validate_args=True, seed=3)
+  conv = bijectors.Conv1x1(**init.conv1x1(3, seed=3), validate_args=True)
   with pytest.raises(ValueError, match='built for 3 channels, got images with 4'):
     conv.forward(tf.zeros([2, 2, 4]))
   with pytest.raises(ValueError, match='expected images'):

@@ -5,20 +5,21 @@ import pytest
 import tensorflow as tf
 
 from cinc_tfp import bijectors
+from cinc_tfp.bijectors import init
 from tests import bijector_checks
 
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 @pytest.mark.parametrize('shape', [(4, 4, 2), (3, 5, 3), (5, 4, 1)])
 def test_log_det_and_inverse_exact(shape, dtype):
-  conv = bijectors.EmergingConv2D(channels=shape[-1], seed=1, dtype=dtype)
-  bijector_checks.perturb(conv, 0.2)
+  conv = bijectors.EmergingConv2D(**bijector_checks.perturbed(
+      init.emerging_conv(shape[-1], seed=1, dtype=dtype), 0.2))
   bijector_checks.check_bijector(conv, shape, dtype)
 
 
 def test_receptive_field_is_the_full_3x3_neighbourhood():
-  conv = bijectors.EmergingConv2D(channels=1, seed=2, dtype=tf.float64)
-  bijector_checks.perturb(conv, 0.5)
+  conv = bijectors.EmergingConv2D(**bijector_checks.perturbed(
+      init.emerging_conv(1, seed=2, dtype=tf.float64), 0.5))
   jacobian = bijector_checks.dense_jacobian(
       conv.forward, tf.zeros([5, 5, 1], tf.float64)).numpy()
   centre = 2 * 5 + 2
@@ -38,17 +39,26 @@ def test_explicit_kernels_with_unit_diagonal(dtype):
 
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
-def test_created_without_bias(dtype):
-  conv = bijectors.EmergingConv2D(channels=3, use_bias=False, seed=4,
-                                  dtype=dtype)
-  bijector_checks.perturb(conv, 0.2)
+def test_without_bias_and_made_of_two_corner_convolutions(dtype):
+  parameters = init.variables(bijector_checks.perturbed(
+      init.emerging_conv(3, seed=4, dtype=dtype, use_bias=False), 0.2))
+  conv = bijectors.EmergingConv2D(**parameters)
   assert conv.bias is None and len(conv.trainable_variables) == 3
   bijector_checks.check_bijector(conv, (4, 4, 3), dtype)
+  first, second = (bijectors.CIncConv2D(parameters['kernel_a'],
+                                        parameters['log_diag']),
+                   bijectors.CIncConv2D(parameters['kernel_b'],
+                                        corner='bottom_right'))
+  x = tf.random.stateless_normal([2, 4, 5, 3], [0, 1], dtype=dtype)
+  np.testing.assert_array_equal(conv.forward(x),
+                                second.forward(first.forward(x)))
+  assert [factor.corner for factor in conv.factors] == ['top_left',
+                                                        'bottom_right']
 
 
 def test_inverse_under_xla():
-  conv = bijectors.EmergingConv2D(channels=4, seed=3)
-  bijector_checks.perturb(conv, 0.2)
+  conv = bijectors.EmergingConv2D(**bijector_checks.perturbed(
+      init.emerging_conv(4, seed=3), 0.2))
   x = tf.random.stateless_normal([2, 6, 6, 4], [0, 1])
   jitted = tf.function(conv.inverse, jit_compile=True)
   np.testing.assert_allclose(jitted(tf.identity(conv.forward(x))), x,
@@ -57,8 +67,8 @@ def test_inverse_under_xla():
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 def test_raster_reference_inverts_and_agrees_with_fast_inverse(dtype):
-  conv = bijectors.EmergingConv2D(channels=3, seed=5, dtype=dtype)
-  bijector_checks.perturb(conv, 0.3)
+  conv = bijectors.EmergingConv2D(**bijector_checks.perturbed(
+      init.emerging_conv(3, seed=5, dtype=dtype), 0.3))
   x = tf.random.stateless_normal([2, 5, 6, 3], [2, 3], dtype=dtype)
   y = conv.forward(x)
   tolerance = 1e-4 if dtype == tf.float32 else 1e-10
@@ -70,8 +80,8 @@ def test_raster_reference_inverts_and_agrees_with_fast_inverse(dtype):
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 def test_planned_inverse_is_exact_and_only_for_its_own_weights(dtype):
-  conv = bijectors.EmergingConv2D(channels=3, seed=4, dtype=dtype)
-  bijector_checks.perturb(conv, 0.2)
+  conv = bijectors.EmergingConv2D(**init.variables(bijector_checks.perturbed(
+      init.emerging_conv(3, seed=4, dtype=dtype), 0.2)))
   planned = bijectors.EmergingConv2D(
       conv.kernel_a, conv.kernel_b, conv.log_diag, conv.bias,
       inverse_plan=conv.plan_inverse(5))
@@ -90,7 +100,8 @@ def test_planned_inverse_is_exact_and_only_for_its_own_weights(dtype):
 
 
 def test_bad_input_is_a_clear_error():
-  conv = bijectors.EmergingConv2D(channels=3, validate_args=True, seed=4)
+  conv = bijectors.EmergingConv2D(**init.emerging_conv(3, seed=4),
+                                  validate_args=True)
   with pytest.raises(ValueError, match='built for 3 channels'):
     conv.inverse(tf.zeros([2, 4, 4, 5]))
   with pytest.raises(ValueError, match='expected images'):

@@ -147,6 +147,24 @@ def test_corners_cycle_and_every_step_has_its_own_initial_weights():
       assert not np.array_equal(a, b)
 
 
+@pytest.mark.parametrize('conv', ['cinc', 'emerging', '1x1'])
+def test_no_two_weights_share_a_seed(conv):
+  # The default model's shape, with fewer and narrower steps.
+  model = cinc_tfp.CIncFlow((32, 32, 3), levels=3, depth=8, width=4,
+                            conv=conv, seed=0)
+  seeds = [layer.seed for layer in model.convs]  # Emerging's splits in two.
+  for coupling in model.couplings:
+    for network in coupling.networks:
+      seeds += [network.hidden_in.kernel_initializer.seed,
+                network.hidden_mid.kernel_initializer.seed]
+  assert len(seeds) == 3 * 8 * (1 + 2 * 3) and len(set(seeds)) == len(seeds)
+  # So no two random initial weights start with the same draws.
+  random = [weight.numpy().ravel() for weight in model.weights
+            if 'kernel' in weight.path and np.std(weight.numpy()) > 0]
+  heads = {tuple(np.round(w[:8] / np.std(w), 6)) for w in random}
+  assert len(heads) == len(random)
+
+
 def test_calling_the_model_gives_log_prob():
   model = tiny_flow()
   x = tf.random.stateless_uniform((4,) + IMAGE_SHAPE, [5, 6], -0.5, 0.5)

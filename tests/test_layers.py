@@ -5,10 +5,11 @@ import pytest
 import tensorflow as tf
 
 from cinc_tfp import bijectors
+from cinc_tfp import config
 from cinc_tfp import layers
 
 
-@pytest.mark.parametrize('kind', layers.CONVS)
+@pytest.mark.parametrize('kind', config.CONVS)
 def test_conv_bijector_is_built_from_the_layer_weights(kind):
   layer = layers.InvertibleConvLayer(kind, 4, seed=1, name=f'conv_{kind}')
   x = tf.random.stateless_normal([2, 3, 3, 4], [0, 1])

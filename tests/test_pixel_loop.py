@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 
 from cinc_tfp import bijectors
+from cinc_tfp.bijectors import init
 from cinc_tfp.bijectors import triangular_conv
+from tests import bijector_checks
 from train import pixel_loop
 
 pytest.importorskip('numba')
@@ -28,11 +30,8 @@ def test_pixel_loop_matches_raster_reference(corner, kernel_size):
 
 
 def test_pixel_loop_inverts_a_cinc_layer_as_its_reference_does():
-  layer = bijectors.CIncConv2D(channels=4, corner='bottom_right', seed=1,
-                               dtype=tf.float64)
-  for variable in layer.trainable_variables:
-    variable.assign_add(0.1 * tf.random.stateless_normal(
-        variable.shape, [1, 2], dtype=tf.float64))
+  layer = bijectors.CIncConv2D(**bijector_checks.perturbed(
+      init.cinc_conv(4, seed=1, dtype=tf.float64), 0.1), corner='bottom_right')
   x = tf.random.stateless_normal([2, 8, 8, 4], [3, 4], dtype=tf.float64)
   y = layer.forward(x)
   solved = pixel_loop.solve((y - layer.bias).numpy(),

@@ -67,6 +67,8 @@ _CANDIDATES = (
     ('Emerging raster inv', 'emerging', 'inverse_reference'),
     ('1x1 fwd', 'conv1x1', 'forward'),
     ('1x1 inv', 'conv1x1', 'inverse'),
+    ('1x1 fwd (TFP LU)', 'scale_matvec_lu', 'forward'),
+    ('1x1 inv (TFP LU)', 'scale_matvec_lu', 'inverse'),
 )
 # (column title, numerator, denominator, target test or None, shape it
 # applies to).
@@ -82,6 +84,8 @@ _RATIOS = (
      None),
     ('Emerging / CInC, raster inv (no target)', 'Emerging raster inv',
      'raster inv', None, None),
+    ('TFP LU / 1x1 inv (no target)', '1x1 inv (TFP LU)', '1x1 inv', None,
+     None),
 )
 
 
@@ -124,18 +128,30 @@ def _wait(result):
 def _build(shape, seed):
   """The three bijectors for `shape`, with weights perturbed from the init."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
   from cinc_tfp import bijectors  # pylint: disable=g-import-not-at-top
+  from cinc_tfp.bijectors import init  # pylint: disable=g-import-not-at-top
   channels = shape[-1]
-  layers = {
-      'cinc': bijectors.CIncConv2D(channels=channels, seed=(seed, 1)),
-      'emerging': bijectors.EmergingConv2D(channels=channels, seed=(seed, 2)),
-      'conv1x1': bijectors.Conv1x1(channels=channels, seed=(seed, 3)),
+
+  def perturbed(parameters, salt):
+    return {name: value if name in init.FIXED else value + 0.05 *
+            tf.random.stateless_normal(value.shape, (seed, 100 * salt + m),
+                                       dtype=value.dtype)
+            for m, (name, value) in enumerate(parameters.items())}
+
+  conv1x1 = perturbed(init.conv1x1(channels, seed=(seed, 3)), 2)
+  return {
+      'cinc': bijectors.CIncConv2D(**perturbed(
+          init.cinc_conv(channels, seed=(seed, 1)), 0)),
+      'emerging': bijectors.EmergingConv2D(**perturbed(
+          init.emerging_conv(channels, seed=(seed, 2)), 1)),
+      'conv1x1': bijectors.Conv1x1(**conv1x1),
+      # The same map as TFP's LU-parametrized matvec, per pixel.
+      'scale_matvec_lu': tfp.bijectors.ScaleMatvecLU(
+          tf.linalg.set_diag(conv1x1['lower_upper'],
+                             conv1x1['sign'] * tf.exp(conv1x1['log_scale'])),
+          conv1x1['permutation']),
   }
-  for n, layer in enumerate(layers.values()):
-    for m, variable in enumerate(layer.trainable_variables):
-      variable.assign_add(0.05 * tf.random.stateless_normal(
-          variable.shape, (seed, 100 * n + m), dtype=variable.dtype))
-  return layers
 
 
 def layer_candidates(shape, batch_size, jit, with_raster=True, seed=0):
@@ -302,8 +318,8 @@ def _cinc_flow(image_shape, levels, depth, width, conv, coupling, x,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
   sampled, trained = (
-      flow.CIncFlow(image_shape, levels, depth, width, conv=conv,
-                    coupling=coupling) for _ in range(2))
+      flow.CIncFlow(image_shape, levels=levels, depth=depth, width=width,
+                    conv=conv, coupling=coupling) for _ in range(2))
   sampled.initialize(x)
   trained.initialize(x)
   trained.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
@@ -330,7 +346,7 @@ def _matched_flow_width(image_shape, levels, depth, conv, coupling, target):
   """
   from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
   count = lambda width: _count(flow.CIncFlow(
-      image_shape, levels, depth, width, conv=conv,
+      image_shape, levels=levels, depth=depth, width=width, conv=conv,
       coupling=coupling).trainable_variables)
   p1, p2, p3 = count(1), count(2), count(3)
   a = (p3 - 2 * p2 + p1) / 2
@@ -475,8 +491,8 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from cinc_tfp import export  # pylint: disable=g-import-not-at-top
   from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
-  model = flow.CIncFlow(image_shape, levels, depth, width, conv=conv,
-                        coupling=coupling)
+  model = flow.CIncFlow(image_shape, levels=levels, depth=depth, width=width,
+                        conv=conv, coupling=coupling)
   model.initialize(tf.random.stateless_uniform(
       [16, *image_shape], [seed, 1], minval=-0.5, maxval=0.5))
   in_memory = {}

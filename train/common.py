@@ -16,11 +16,9 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
-from cinc_tfp import bijectors
+from cinc_tfp import config
 from cinc_tfp import data
 from cinc_tfp import export
-from cinc_tfp import flow
-from cinc_tfp import layers
 from cinc_tfp import run as run_lib
 
 
@@ -115,67 +113,50 @@ def trained_flow(flag_values):
 
 
 def define_model_flags(flag_values, defaults):
-  """The flow's options, data shape options, --seed and --batch_size.
+  """A flag per option of `cinc_tfp.config.FlowConfig`, --image_size and
+  --batch_size; the options are checked together as `FlowConfig` checks them.
 
   Args:
     flag_values: the `flags.FlagValues` to define them in.
-    defaults: dict of default values for the keys of `run.MODEL_KEYS`, plus
-      'batch_size'.
+    defaults: the command's own defaults: of options (those it leaves out
+      keep `FlowConfig`'s) and of 'batch_size'.
   """
   fv = flag_values
   flags.DEFINE_integer(
       'image_size', None, 'Side of the square images; default: the '
       "dataset's (16 for the embedded digits).", lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer('n_bits', defaults['n_bits'],
-                       'Bits per channel of the data (8, or fewer as in Glow).',
-                       lower_bound=1, upper_bound=8, flag_values=fv)
-  flags.DEFINE_integer('levels', defaults['levels'],
-                       'Levels L of the multi-scale flow (squeezes).',
-                       lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer('depth', defaults['depth'], 'Flow steps D per level.',
-                       lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer('width', defaults['width'],
-                       'Hidden channels of the coupling networks.',
-                       lower_bound=1, flag_values=fv)
-  flags.DEFINE_enum('conv', defaults['conv'], layers.CONVS,
-                    "Invertible convolution: CInC, Emerging or Glow's 1x1.",
-                    flag_values=fv)
-  flags.DEFINE_enum('coupling', defaults['coupling'], layers.COUPLINGS,
-                    'Coupling layer.', flag_values=fv)
-  flags.DEFINE_integer('kernel_size', defaults['kernel_size'],
-                       'Odd kernel size of the CInC convolutions.',
-                       lower_bound=1, flag_values=fv)
-  flags.DEFINE_enum('scale', defaults['scale'], bijectors.SCALES,
-                    'Scale function of the couplings.', flag_values=fv)
-  flags.DEFINE_enum('corner', defaults['corner'],
-                    (flow.CORNER_CYCLE,) + bijectors.CORNERS,
-                    "Padded corner of the CInC convolutions ('cycle': each "
-                    'corner in turn).', flag_values=fv)
-  flags.DEFINE_integer('seed', defaults['seed'],
-                       'Seed of the initial weights and of the data order.',
-                       lower_bound=0, flag_values=fv)
+  names = []
+  for option in config.FlowConfig.options():
+    meta, default = option.metadata, defaults.get(option.name, option.default)
+    names.append(option.name)
+    if meta['choices'] is not None:
+      flags.DEFINE_enum(option.name, default, meta['choices'], meta['help'],
+                        flag_values=fv)
+    else:
+      flags.DEFINE_integer(option.name, default, meta['help'],
+                           lower_bound=meta['lower'], upper_bound=meta['upper'],
+                           flag_values=fv)
   flags.DEFINE_integer('batch_size', defaults['batch_size'],
                        'Global batch size (over all replicas).', lower_bound=1,
                        flag_values=fv)
-  _validate(fv, 'kernel_size', lambda k: k % 2 == 1,
-            '--kernel_size must be odd')
 
-  def check_image_size(values):
-    """The image side is divisible by 2**levels."""
+  def check_options(values):
+    """The options make a `FlowConfig` for the images of --dataset."""
     try:
       size = values['image_size'] or data.default_image_size(
           values['dataset'])
     except data.DataError:
       return True  # The --dataset validator reports it.
-    if size % 2**values['levels']:
+    try:
+      config.FlowConfig((size, size, 1), **{name: values[name]
+                                            for name in names})
+    except ValueError as error:
       raise flags.ValidationError(
-          f'the image size {size} must be divisible by 2**levels = '
-          f"{2**values['levels']} (--levels={values['levels']}); pick another "
-          f'--image_size or --levels')
+          str(error).replace('CIncFlow: ', '', 1)) from None
     return True
 
-  flags.register_multi_flags_validator(['dataset', 'image_size', 'levels'],
-                                       check_image_size, flag_values=fv)
+  flags.register_multi_flags_validator(['dataset', 'image_size'] + names,
+                                       check_options, flag_values=fv)
 
 
 def default_eval_split(dataset):

@@ -72,9 +72,8 @@ FLAGS = flags.FLAGS
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
 # Defaults sized to run in under 10 minutes on two CPU cores.
-MODEL_DEFAULTS = dict(levels=2, depth=4, width=64, conv='cinc',
-                      coupling='quad', kernel_size=3, scale='sigmoid',
-                      corner='cycle', n_bits=8, seed=0, batch_size=32)
+# (The other model options keep cinc_tfp.config.FlowConfig's defaults.)
+MODEL_DEFAULTS = dict(levels=2, depth=4, width=64, batch_size=32)
 SAMPLES_PER_ROW = 8
 
 

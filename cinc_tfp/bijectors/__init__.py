@@ -1,5 +1,6 @@
 """Invertible image layers of a CInC flow, as TFP bijectors (event rank 3)."""
 
+from cinc_tfp.bijectors import init
 from cinc_tfp.bijectors.actnorm import ActNorm
 from cinc_tfp.bijectors._block_coupling import SCALES
 from cinc_tfp.bijectors.affine_coupling import AffineCoupling
@@ -8,6 +9,7 @@ from cinc_tfp.bijectors.conv1x1 import Conv1x1
 from cinc_tfp.bijectors.emerging_conv import EmergingConv2D
 from cinc_tfp.bijectors.factor_out import FactorOut
 from cinc_tfp.bijectors.fused import forward_and_log_det
+from cinc_tfp.bijectors.fused import inverse_and_log_det
 from cinc_tfp.bijectors.quad_coupling import QuadCoupling
 from cinc_tfp.bijectors.squeeze import Squeeze
 from cinc_tfp.bijectors.triangular_conv import CORNERS
@@ -24,4 +26,6 @@ __all__ = [
     'SCALES',
     'Squeeze',
     'forward_and_log_det',
+    'init',
+    'inverse_and_log_det',
 ]

@@ -1,4 +1,5 @@
-"""Base classes: constant-log-det image bijectors, and network-driven ones."""
+"""Base classes: this package's bijector, constant-log-det image bijectors,
+and network-driven ones."""
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -6,7 +7,28 @@ import tensorflow_probability as tfp
 from cinc_tfp.bijectors import _util
 
 
-class PixelwiseVolumeBijector(tfp.bijectors.Bijector):
+class Bijector(tfp.bijectors.Bijector):
+  """A TFP bijector that also maps and gives its log-det in one call.
+
+  TFP computes `forward` and `forward_log_det_jacobian` separately, which
+  re-runs a coupling layer's networks; like distrax, the bijectors of this
+  package can do both at once, at their minimal event rank, in either
+  direction (`fused` applies them through chains). The defaults here make
+  TFP's two calls; subclasses that share the work override them.
+  """
+
+  def forward_and_log_det(self, x):
+    """`(forward(x), forward_log_det_jacobian(x))`."""
+    return self.forward(x), self.forward_log_det_jacobian(
+        x, event_ndims=self.forward_min_event_ndims)
+
+  def inverse_and_log_det(self, y):
+    """`(inverse(y), inverse_log_det_jacobian(y))`."""
+    return self.inverse(y), self.inverse_log_det_jacobian(
+        y, event_ndims=self.inverse_min_event_ndims)
+
+
+class PixelwiseVolumeBijector(Bijector):
   """Image bijector `[..., H, W, C] -> [..., H, W, C]` with a constant log-det.
 
   Subclasses have `self._channels` and implement `_pixel_log_det()`: the
@@ -45,7 +67,7 @@ class PixelwiseVolumeBijector(tfp.bijectors.Bijector):
     return -self._log_det(y)
 
 
-class NetworkBijector(tfp.bijectors.Bijector):
+class NetworkBijector(Bijector):
   """Base of bijectors driven by networks (couplings, split priors).
 
   The networks' weights are not parameters TFP can see, so two instances

@@ -90,10 +90,20 @@ class BlockCoupling(_base.NetworkBijector):
   def _forward_log_det_jacobian(self, x):
     return self.forward_and_log_det(x)[1]
 
-  def _inverse(self, y):
+  def inverse_and_log_det(self, y):
+    """`(x, log|det dx/dy|)`, computing each network once."""
     blocks, restore = self._blocks(y)
     inputs = blocks[:1]
+    log_det = 0.
     for i in range(1, self._num_blocks):
       shift, log_scale = self._shift_and_log_scale(i - 1, inputs)
       inputs.append(blocks[i] * tf.exp(-log_scale) - shift)
-    return restore(tf.concat(inputs, axis=-1))
+      log_det -= tf.reduce_sum(log_scale, axis=[1, 2, 3])
+    x = restore(tf.concat(inputs, axis=-1))
+    return x, tf.reshape(log_det, tf.shape(x)[:-3])
+
+  def _inverse(self, y):
+    return self.inverse_and_log_det(y)[0]
+
+  def _inverse_log_det_jacobian(self, y):
+    return self.inverse_and_log_det(y)[1]

@@ -1,9 +1,17 @@
-"""Helpers shared by the image bijectors: input checks and weight creation."""
+"""Helpers shared by the image bijectors: input checks and parameters."""
 
-import zlib
+import numbers
 
 import tensorflow as tf
-import tensorflow_probability as tfp
+
+
+def positive_int(value, what, error=ValueError):
+  """`value` as an int, or `error` saying that `what` must be a positive int
+  (the one check of the package's counts and sizes)."""
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or
+      value < 1):
+    raise error(f'{what} must be a positive int, got {value!r}.')
+  return int(value)
 
 
 def image_shape(x, bijector_name):
@@ -51,20 +59,6 @@ def as_images(x):
         restored, static_batch_shape.concatenate(images.shape[1:]))
 
   return tf.reshape(x, [-1] + x.shape[-3:].as_list()), restore
-
-
-def stateless_seed(seed, salt):
-  """A `[2]` stateless seed: fixed by an int `seed` (and `salt`), random for
-  `None`, as given for a `[2]` tensor."""
-  if isinstance(seed, int):
-    return tf.constant([seed, zlib.crc32(salt.encode()) % 2**31], tf.int32)
-  return tfp.random.sanitize_seed(seed, salt=salt)
-
-
-def seeded_normal(shape, seed, stddev, dtype, salt):
-  """Normal weights, deterministic for an int `seed` (see `stateless_seed`)."""
-  return tf.random.stateless_normal(
-      shape, stateless_seed(seed, salt), stddev=stddev, dtype=dtype)
 
 
 def check_vectors(vectors, channels, bijector_name):

@@ -5,18 +5,9 @@ import tensorflow_probability as tfp
 
 from cinc_tfp.bijectors import _base
 from cinc_tfp.bijectors import _util
+from cinc_tfp.bijectors import init
 
-__all__ = ['ActNorm', 'data_init_values']
-
-_EPSILON = 1e-6
-
-
-def data_init_values(x):
-  """`(log_scale, bias)` that make `ActNorm` map the batch `x` to zero mean,
-  unit variance per channel."""
-  axes = list(range(len(x.shape) - 1))
-  mean, variance = tf.nn.moments(x, axes=axes)
-  return -0.5 * tf.math.log(variance + _EPSILON), -mean
+__all__ = ['ActNorm']
 
 
 class ActNorm(_base.PixelwiseVolumeBijector):
@@ -26,50 +17,38 @@ class ActNorm(_base.PixelwiseVolumeBijector):
   log|det J| = H * W * sum_c log_scale[c].
   ```
 
-  Standalone, `ActNorm(channels=C)` creates its variables and initializes
-  them from the first batch passed to `forward` (or to `initialize`), so that
-  this batch comes out with zero mean and unit variance per channel (Kingma &
-  Dhariwal, 2018). With explicit `log_scale` and `bias` variables, passing a
-  boolean `initialized` variable does the same; without it, the owner of the
-  weights initializes them (see `data_init_values`).
+  Parameters only: `init.actnorm` gives the identity, and
+  `init.actnorm_from_data(x)` the parameters that map the batch `x` to zero
+  mean and unit variance per channel (Kingma & Dhariwal, 2018). Given
+  `log_scale` and `bias` variables and a boolean `initialized` variable, the
+  bijector sets them that way itself from the first batch it transforms
+  while `initialized` is `False`.
   """
 
   def __init__(self,
-               log_scale=None,
-               bias=None,
+               log_scale,
+               bias,
                initialized=None,
                *,
-               channels=None,
-               dtype=tf.float32,
                validate_args=False,
                name='actnorm'):
     """Builds the bijector.
 
     Args:
-      log_scale: `[C]` log scale; if `None`, variables are created for
-        `channels` channels and initialized from the first batch.
+      log_scale: `[C]` log scale.
       bias: `[C]` bias added before scaling.
-      initialized: with `log_scale` and `bias` variables, a boolean variable:
-        while it is `False`, the next forward pass initializes them from its
-        batch and sets it.
-      channels: number of channels, when creating variables.
-      dtype: dtype of created variables.
+      initialized: optional boolean variable, with `log_scale` and `bias`
+        variables: while it is `False`, the next forward pass initializes
+        them from its batch and sets it.
       validate_args: check inputs for NaN and infinite values.
       name: name scope.
     """
     parameters = dict(locals())
     with tf.name_scope(name) as scope_name:
       self._initialized = initialized
-      if log_scale is None:
-        if not isinstance(channels, int) or channels < 1:
-          raise ValueError(
-              f'ActNorm: channels must be a positive int, got {channels!r}.')
-        log_scale = tf.Variable(tf.zeros([channels], dtype), name='log_scale')
-        bias = tf.Variable(tf.zeros([channels], dtype), name='bias')
-        self._initialized = tf.Variable(
-            False, trainable=False, name='initialized')
-      dtype = log_scale.dtype
+      dtype = getattr(log_scale, 'dtype', None)
       self._log_scale = _util.variable_or_tensor(log_scale, dtype, 'log_scale')
+      dtype = self._log_scale.dtype
       self._bias = _util.variable_or_tensor(bias, dtype, 'bias')
       if self._log_scale.shape.rank != 1 or self._bias.shape != self._log_scale.shape:
         raise ValueError(
@@ -81,6 +60,7 @@ class ActNorm(_base.PixelwiseVolumeBijector):
                         initialized=self._initialized)
       super().__init__(
           forward_min_event_ndims=3,
+          is_constant_jacobian=True,
           validate_args=validate_args,
           parameters=parameters,
           dtype=dtype,
@@ -106,9 +86,10 @@ class ActNorm(_base.PixelwiseVolumeBijector):
       return
 
     def assign():
-      log_scale, bias = data_init_values(tf.convert_to_tensor(x, self.dtype))
-      with tf.control_dependencies([self._log_scale.assign(log_scale),
-                                    self._bias.assign(bias)]):
+      values = init.actnorm_from_data(tf.convert_to_tensor(x, self.dtype))
+      with tf.control_dependencies(
+          [self._log_scale.assign(values['log_scale']),
+           self._bias.assign(values['bias'])]):
         return self._initialized.assign(True)
 
     tf.cond(self._initialized, lambda: tf.identity(self._initialized), assign)

@@ -10,7 +10,6 @@ from cinc_tfp.bijectors import triangular_conv
 
 __all__ = ['CIncConv2D']
 
-_INIT_STDDEV = 0.05
 
 
 class CIncConv2D(_base.PixelwiseVolumeBijector):
@@ -45,44 +44,31 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
   equal those the plan was made from, and falls back to the plain solve
   otherwise.
 
-  Standalone, `CIncConv2D(channels=C)` creates its own `tf.Variable`s,
-  initialised near the identity from `seed`. Passing `kernel` (and `log_diag`,
-  `bias`) uses those tensors or variables instead, which is how a Keras model
-  that owns the weights builds it.
+  It takes parameters only, tensors or variables (`init.cinc_conv` gives the
+  starting ones); a Keras model that owns the weights builds it from them.
+  Any `k >= 1` is invertible; the CInC flow uses odd `k`, and Emerging's two
+  factors are `k = 2` convolutions at opposite corners.
   """
 
   def __init__(self,
-               kernel=None,
+               kernel,
                log_diag=None,
                bias=None,
                *,
-               channels=None,
-               kernel_size=3,
                corner='top_left',
-               volume_preserving=False,
-               use_bias=True,
-               seed=None,
-               dtype=tf.float32,
                inverse_plan=None,
                validate_args=False,
                name='cinc_conv2d'):
     """Builds the bijector.
 
     Args:
-      kernel: `[k, k, C, C]` weights (HWIO). If `None`, variables are created
-        for `channels` channels.
+      kernel: `[k, k, C, C]` weights (HWIO).
       log_diag: `[C]` free parameter of the diagonal of the diagonal tap
-        (its log, softly bounded to [-8, 8]). With `kernel`
-        given, `None` means a unit diagonal.
+        (its log, softly bounded to [-8, 8]); `None` means a unit diagonal
+        (volume preserving).
       bias: `[C]` bias, or `None` for none.
-      channels: number of channels, when creating variables.
-      kernel_size: odd kernel side `k`, when creating variables.
       corner: padded corner: 'top_left', 'top_right', 'bottom_left' or
         'bottom_right'.
-      volume_preserving: when creating variables, fix the diagonal to 1.
-      use_bias: when creating variables, whether to add a bias.
-      seed: int or stateless seed for the initial weights.
-      dtype: dtype of created variables.
       inverse_plan: optional `triangular_conv.InversePlan` from
         `plan_inverse`, for images of its width, or a function of no
         arguments that returns one (called only when an inverse is built).
@@ -92,31 +78,18 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
     parameters = dict(locals())
     triangular_conv.check_corner(corner)
     with tf.name_scope(name) as scope_name:
-      if kernel is None:
-        if not isinstance(channels, int) or channels < 1:
-          raise ValueError(
-              f'CIncConv2D: channels must be a positive int, got {channels!r}.')
-        _check_kernel_size(kernel_size)
-        kernel = tf.Variable(
-            _util.seeded_normal([kernel_size, kernel_size, channels, channels],
-                                seed, _INIT_STDDEV, dtype, 'cinc_kernel'),
-            name='kernel')
-        if not volume_preserving:
-          log_diag = tf.Variable(tf.zeros([channels], dtype), name='log_diag')
-        if use_bias:
-          bias = tf.Variable(tf.zeros([channels], dtype), name='bias')
-      dtype = kernel.dtype
+      dtype = getattr(kernel, 'dtype', None)
       self._kernel = _util.variable_or_tensor(kernel, dtype, 'kernel')
+      dtype = self._kernel.dtype
       self._log_diag = _util.variable_or_tensor(log_diag, dtype, 'log_diag')
       self._bias = _util.variable_or_tensor(bias, dtype, 'bias')
       shape = self._kernel.shape
       if shape.rank != 4 or shape[0] != shape[1] or shape[2] != shape[3]:
         raise ValueError(
             f'CIncConv2D: kernel must have shape [k, k, C, C], got {shape}.')
-      _check_kernel_size(shape[0])
       self._corner = corner
       self._inverse_plan = inverse_plan
-      self._channels = self._kernel.shape[-1]
+      self._channels = shape[-1]
       _util.check_vectors(dict(log_diag=self._log_diag, bias=self._bias),
                           self._channels, 'CIncConv2D')
       # The weights actually used, so that equality and TFP's cache tell
@@ -125,6 +98,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
                         bias=self._bias)
       super().__init__(
           forward_min_event_ndims=3,
+          is_constant_jacobian=True,
           validate_args=validate_args,
           parameters=parameters,
           dtype=dtype,
@@ -161,10 +135,11 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
 
   def effective_kernel(self):
     """The `[k, k, C, C]` kernel actually applied (triangular diagonal tap)."""
-    return self._kernel_of(*self._weights())
+    return self._kernel_of(*self.plan_parameters())
 
-  def _weights(self):
-    """The tensors that determine the effective kernel."""
+  def plan_parameters(self):
+    """The tensors that determine the effective kernel, which an
+    `InversePlan` of this bijector is keyed on."""
     return tuple(tf.convert_to_tensor(weight)
                  for weight in (self._kernel, self._log_diag)
                  if weight is not None)
@@ -188,7 +163,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
     """The `InversePlan` of the current weights, for images `width` pixels
     wide (see the class docstring)."""
     return triangular_conv.inverse_plan(self.effective_kernel(), width,
-                                        self._corner, self._weights())
+                                        self._corner, self.plan_parameters())
 
   def _inverse(self, y):
     plan = _util.called(self._inverse_plan)
@@ -196,7 +171,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
       return self._solve(y, triangular_conv.solve_rows)
     images, restore = self._images_without(self._bias, y)
     return restore(triangular_conv.solve_with_plan(
-        images, plan, self._weights(), self._kernel_of, self._corner))
+        images, plan, self.plan_parameters(), self._kernel_of, self._corner))
 
   def inverse_reference(self, y):
     """The inverse by the plain pixel-by-pixel solver (slow; for tests and
@@ -208,9 +183,3 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
     images, restore = self._images_without(self._bias, y)
     return restore(solver(images, self.effective_kernel(), self._corner))
 
-
-def _check_kernel_size(kernel_size):
-  if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-    raise ValueError(
-        f'CIncConv2D: kernel_size must be a positive odd int, got '
-        f'{kernel_size!r}.')

@@ -124,7 +124,8 @@ class FactorOut(_base.NetworkBijector):
   def _forward_log_det_jacobian(self, x):
     return self.forward_and_log_det(x)[1]
 
-  def _inverse(self, z):
+  def inverse_and_log_det(self, z):
+    """`(x, log|det dx/dz|)`, running the prior network and `inner` once."""
     z = _util.assert_finite(z, self.validate_args, self.name)
     height, width, channels = self._image_shape
     factored_size = self._size // 2
@@ -134,9 +135,18 @@ class FactorOut(_base.NetworkBijector):
           f'shape {z.shape}.')
     batch_shape = tf.shape(z)[:-1]
     z = tf.reshape(z, [-1, self._size])
-    kept = self._inner.inverse(z[:, factored_size:])
+    kept, inner_log_det = fused.inverse_and_log_det(
+        self._inner, z[:, factored_size:])
     mean, log_sigma = self._mean_and_log_sigma(kept)
     factored = tf.reshape(z[:, :factored_size],
                           [-1, height, width, channels // 2])
     x = tf.concat([kept, factored * tf.exp(log_sigma) + mean], axis=-1)
-    return tf.reshape(x, tf.concat([batch_shape, self._image_shape], axis=0))
+    log_det = inner_log_det + tf.reduce_sum(log_sigma, axis=[1, 2, 3])
+    return (tf.reshape(x, tf.concat([batch_shape, self._image_shape], axis=0)),
+            tf.reshape(log_det, batch_shape))
+
+  def _inverse(self, z):
+    return self.inverse_and_log_det(z)[0]
+
+  def _inverse_log_det_jacobian(self, z):
+    return self.inverse_and_log_det(z)[1]

@@ -1,17 +1,24 @@
-"""Forward pass and log-determinant in one sweep (as in distrax).
+"""A map and its log-determinant in one sweep, through `tfb.Chain`s.
 
-TFP computes `forward` and `forward_log_det_jacobian` separately, which
-re-runs a coupling layer's networks. Bijectors of this package that can do
-better expose `forward_and_log_det(x)`; this module applies it through
-`tfb.Chain`s, falling back to TFP's two calls for any other bijector.
+The bijectors of this package compute both at once (`_base.Bijector`, as in
+distrax), in either direction; these functions apply that through chains,
+falling back to TFP's two calls for any other bijector.
 """
 
-# `tfb.Chain(...)` builds a `_Chain` unless every part is a CompositeTensor.
-from tensorflow_probability.python.bijectors import chain as _chain
+import tensorflow_probability as tfp
 
-__all__ = ['forward_and_log_det']
+from cinc_tfp.bijectors import _base
 
-_CHAINS = (_chain.Chain, _chain._Chain)  # pylint: disable=protected-access
+__all__ = ['forward_and_log_det', 'inverse_and_log_det']
+
+
+def _is_chain(bijector):
+  """Whether `bijector` is a `tfb.Chain`. `tfb.Chain(...)` builds an instance
+  of a base class of `tfb.Chain` (a `Composition`) unless every part is a
+  CompositeTensor: that class is the one `issubclass` finds here."""
+  return isinstance(bijector, tfp.bijectors.Chain) or (
+      isinstance(bijector, tfp.bijectors.Composition) and
+      issubclass(tfp.bijectors.Chain, type(bijector)))
 
 
 def forward_and_log_det(bijector, x, event_ndims=None):
@@ -25,7 +32,7 @@ def forward_and_log_det(bijector, x, event_ndims=None):
   """
   if event_ndims is None:
     event_ndims = bijector.forward_min_event_ndims
-  if isinstance(bijector, _CHAINS):
+  if _is_chain(bijector):
     log_det = 0.
     # A Chain applies its last bijector first.
     for part in reversed(bijector.bijectors):
@@ -33,8 +40,28 @@ def forward_and_log_det(bijector, x, event_ndims=None):
       event_ndims = part.forward_event_ndims(event_ndims)
       log_det += part_log_det
     return x, log_det
-  if (hasattr(bijector, 'forward_and_log_det') and
+  if (isinstance(bijector, _base.Bijector) and
       event_ndims == bijector.forward_min_event_ndims):
     return bijector.forward_and_log_det(x)
   return (bijector.forward(x),
           bijector.forward_log_det_jacobian(x, event_ndims=event_ndims))
+
+
+def inverse_and_log_det(bijector, y, event_ndims=None):
+  """`(bijector.inverse(y), bijector.inverse_log_det_jacobian(y, event_ndims))`,
+  as `forward_and_log_det` (`event_ndims` defaults to
+  `bijector.inverse_min_event_ndims`)."""
+  if event_ndims is None:
+    event_ndims = bijector.inverse_min_event_ndims
+  if _is_chain(bijector):
+    log_det = 0.
+    for part in bijector.bijectors:
+      y, part_log_det = inverse_and_log_det(part, y, event_ndims)
+      event_ndims = part.inverse_event_ndims(event_ndims)
+      log_det += part_log_det
+    return y, log_det
+  if (isinstance(bijector, _base.Bijector) and
+      event_ndims == bijector.inverse_min_event_ndims):
+    return bijector.inverse_and_log_det(y)
+  return (bijector.inverse(y),
+          bijector.inverse_log_det_jacobian(y, event_ndims=event_ndims))

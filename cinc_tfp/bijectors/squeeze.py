@@ -1,14 +1,14 @@
 """Squeeze: 2x2 space-to-depth."""
 
 import tensorflow as tf
-import tensorflow_probability as tfp
 
+from cinc_tfp.bijectors import _base
 from cinc_tfp.bijectors import _util
 
 __all__ = ['Squeeze']
 
 
-class Squeeze(tfp.bijectors.Bijector):
+class Squeeze(_base.Bijector):
   """Reshapes `[..., H, W, C]` to `[..., H/2, W/2, 4C]` (`tf.nn.space_to_depth`).
 
   Each 2x2 block of pixels becomes one pixel with its four pixels' channels

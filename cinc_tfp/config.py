@@ -1,0 +1,108 @@
+"""The configuration of a CInC flow: every model option, declared once.
+
+`FlowConfig` holds the options of `CIncFlow` with their defaults, help texts
+and allowed values, and checks them. From it come `CIncFlow.get_config()`,
+the model part of a run's `config.json` (`cinc_tfp.run`), the SavedModel's
+`config_json` (`cinc_tfp.export`) and the model flags of the commands
+(`train/common.py` defines one flag per `FlowConfig.options()`).
+"""
+
+import dataclasses
+import numbers
+import typing
+
+from cinc_tfp.bijectors import _util
+from cinc_tfp.bijectors import CORNERS
+from cinc_tfp.bijectors import SCALES
+
+__all__ = ['CONVS', 'COUPLINGS', 'CORNER_CYCLE', 'FlowConfig']
+
+CONVS = ('cinc', 'emerging', '1x1')
+COUPLINGS = ('quad', 'affine')
+CORNER_CYCLE = 'cycle'
+
+
+def _option(default, help_text, choices=None, lower=1, upper=None, odd=False):
+  """A field of `FlowConfig`: an int in `[lower, upper]` (odd if `odd`), or
+  one of `choices`."""
+  return dataclasses.field(default=default, metadata=dict(
+      help=help_text, choices=choices, lower=lower, upper=upper, odd=odd))
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowConfig:
+  """The options of a `CIncFlow`, checked when made (a `ValueError` names the
+  first bad one)."""
+
+  image_shape: typing.Tuple[int, int, int]
+  levels: int = _option(3, 'Levels L of the multi-scale flow (squeezes).')
+  depth: int = _option(8, 'Flow steps D per level.')
+  width: int = _option(128, 'Hidden channels of the coupling networks.')
+  conv: str = _option('cinc',
+                      "Invertible convolution: CInC, Emerging or Glow's 1x1.",
+                      choices=CONVS)
+  coupling: str = _option('quad', 'Coupling layer.', choices=COUPLINGS)
+  kernel_size: int = _option(3, 'Odd kernel size of the CInC convolutions.',
+                             odd=True)
+  scale: str = _option('sigmoid', 'Scale function of the couplings: '
+                       "sigmoid(h + 2) or exp.", choices=SCALES)
+  corner: str = _option(CORNER_CYCLE, 'Padded corner of the CInC '
+                        "convolutions ('cycle': each corner in turn, step "
+                        'after step).', choices=(CORNER_CYCLE,) + CORNERS)
+  n_bits: int = _option(8, 'Bits per channel of the data (8, or fewer as in '
+                        'Glow).', upper=8)
+  seed: int = _option(0, 'Seed of the initial weights (and of the data order, '
+                      'when training).', lower=0)
+
+  @classmethod
+  def options(cls):
+    """The fields that are options (all but `image_shape`), in order."""
+    return dataclasses.fields(cls)[1:]
+
+  def __post_init__(self):
+    shape = tuple(self.image_shape)
+    if len(shape) != 3:
+      raise ValueError(
+          f'CIncFlow: image_shape must be (H, W, C), got {self.image_shape!r}.')
+    for size, name in zip(shape, ('image height', 'image width',
+                                  'image channels')):
+      _util.positive_int(size, f'CIncFlow: {name}')
+    object.__setattr__(self, 'image_shape', tuple(int(s) for s in shape))
+    for field in self.options():
+      object.__setattr__(self, field.name,
+                         _checked(field, getattr(self, field.name)))
+    height, width, _ = self.image_shape
+    if height % 2**self.levels or width % 2**self.levels:
+      raise ValueError(
+          f'CIncFlow: image height and width must be divisible by 2**levels = '
+          f'{2**self.levels} to squeeze {self.levels} times, got '
+          f'{height}x{width} images.')
+
+  def as_dict(self):
+    """The options and `image_shape` (a list), as JSON writes them."""
+    return dict(dataclasses.asdict(self), image_shape=list(self.image_shape))
+
+
+def _checked(field, value):
+  """`value` of the option `field`, checked (ints made Python ints)."""
+  meta = field.metadata
+  if meta['choices'] is not None:
+    if value not in meta['choices']:
+      raise ValueError(f'CIncFlow: {field.name} must be one of '
+                       f"{meta['choices']}, got {value!r}.")
+    return value
+  lower, upper = meta['lower'], meta['upper']
+  if lower == 1:
+    value = _util.positive_int(value, f'CIncFlow: {field.name}')
+  elif isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise ValueError(f'CIncFlow: {field.name} must be an int, got {value!r}.')
+  elif value < lower:
+    raise ValueError(f'CIncFlow: {field.name} must be {lower} or more, got '
+                     f'{value}.')
+  value = int(value)
+  if upper is not None and value > upper:
+    raise ValueError(f'CIncFlow: {field.name} must be in {lower}..{upper}, '
+                     f'got {value!r}.')
+  if meta['odd'] and value % 2 == 0:
+    raise ValueError(f'CIncFlow: {field.name} must be odd, got {value}.')
+  return value

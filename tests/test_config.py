@@ -1,0 +1,62 @@
+"""FlowConfig: the model options, declared once and checked."""
+
+import json
+
+from absl import flags
+import pytest
+
+import cinc_tfp
+from cinc_tfp import config
+from cinc_tfp import run
+from train import common
+
+
+def test_defaults_round_trip_through_json_and_the_model():
+  made = config.FlowConfig((8, 8, 3))
+  assert config.FlowConfig(**json.loads(json.dumps(made.as_dict()))) == made
+  model = cinc_tfp.CIncFlow((8, 8, 3), levels=1, depth=1, width=4, seed=2)
+  assert model.config == config.FlowConfig((8, 8, 3), levels=1, depth=1,
+                                           width=4, seed=2)
+  options = {key: value for key, value in model.get_config().items()
+             if key not in ('name', 'dtype')}
+  assert options == model.config.as_dict()
+
+
+def test_every_option_is_a_flag_of_the_commands_and_a_run_key():
+  names = [option.name for option in config.FlowConfig.options()]
+  assert run.MODEL_KEYS == tuple(names)
+  flag_values = flags.FlagValues()
+  common.define_data_flags(flag_values)
+  common.define_model_flags(flag_values, dict(batch_size=8, levels=2))
+  flag_values.mark_as_parsed()
+  for option in config.FlowConfig.options():
+    flag = flag_values[option.name]
+    assert flag.help.endswith(option.metadata['help'])
+    expected = 2 if option.name == 'levels' else option.default
+    assert flag.default == expected, option.name
+
+
+@pytest.mark.parametrize('options, message', [
+    (dict(levels=0), 'levels must be a positive int'),
+    (dict(depth=1.5), 'depth must be a positive int'),
+    (dict(kernel_size=4), 'kernel_size must be odd'),
+    (dict(n_bits=9), r'n_bits must be in 1\.\.8'),
+    (dict(seed=-1), 'seed must be 0 or more'),
+    (dict(seed='0'), 'seed must be an int'),
+    (dict(conv='3x3'), 'conv must be one of'),
+    (dict(corner='centre'), 'corner must be one of'),
+    (dict(levels=4), r'divisible by 2\*\*levels = 16 to squeeze 4 times, '
+                     'got 8x8 images'),
+])
+def test_bad_options_are_a_clear_error(options, message):
+  with pytest.raises(ValueError, match=f'^CIncFlow: .*{message}'):
+    config.FlowConfig((8, 8, 3), **options)
+  with pytest.raises(ValueError, match=f'^CIncFlow: .*{message}'):
+    cinc_tfp.CIncFlow((8, 8, 3), **options)
+
+
+def test_bad_image_shapes_are_a_clear_error():
+  with pytest.raises(ValueError, match=r'image_shape must be \(H, W, C\)'):
+    config.FlowConfig((8, 8))
+  with pytest.raises(ValueError, match='image channels must be a positive int'):
+    config.FlowConfig((8, 8, 0))
