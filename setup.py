@@ -10,8 +10,15 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
-    packages=setuptools.find_packages(include=['cinc_tfp', 'cinc_tfp.*',
-                                               'train', 'train.*']),
+    # The command lines of train/ install as cinc_tfp.commands (no top-level
+    # `train` package), run by the console scripts below from any directory.
+    packages=setuptools.find_packages(include=['cinc_tfp', 'cinc_tfp.*']) +
+    ['cinc_tfp.commands'],
+    package_dir={'cinc_tfp.commands': 'train'},
+    entry_points={'console_scripts': [
+        f'cinc-{name} = cinc_tfp.commands.{name}:main'
+        for name in ('train', 'evaluate', 'sample', 'export', 'benchmark')
+    ]},
     python_requires='>=3.10',
     install_requires=[
         'tensorflow==2.21.0',
@@ -32,7 +39,7 @@ setuptools.setup(
     ],
     extras_require={
         # numba compiles the pixel-by-pixel baseline of the layers benchmark
-        # (train/pixel_loop.py); the tests check it against the reference.
+        # (benchmarks/pixel_loop.py); the tests check it against the reference.
         'benchmark': ['numba>=0.60'],
         'test': ['pytest>=8', 'numba>=0.60'],
     },

@@ -25,8 +25,8 @@ import tensorflow_datasets as tfds
 from cinc_tfp.bijectors import _util
 
 __all__ = [
-    'EMBEDDED', 'DataError', 'default_image_size', 'dequantize', 'image_grid',
-    'IMAGE_FORMATS', 'check_image_path', 'load_folder', 'load_images',
+    'EMBEDDED', 'DataError', 'default_eval_split', 'default_image_size',
+    'dequantize', 'image_grid', 'IMAGE_FORMATS', 'check_image_path', 'load_folder', 'load_images',
     'pipeline', 'quantize', 'SHUFFLE_BUFFER', 'write_image'
 ]
 
@@ -61,6 +61,14 @@ class DataError(ValueError):
 def _choices():
   return ', '.join([repr(EMBEDDED), repr(_FOLDER_PREFIX + 'PATH')] +
                    [repr(name) for name in _TFDS_SIZES])
+
+
+def default_eval_split(name):
+  """The held-out split of dataset `name`: 'validation' for the ImageNet
+  variants (they have no 'test'), else 'test'."""
+  if name.startswith(('downsampled_imagenet', 'imagenet_resized')):
+    return 'validation'
+  return 'test'
 
 
 def default_image_size(name):

@@ -21,7 +21,7 @@ __all__ = ['CIncFlow', 'finite_images']
 
 
 @keras.saving.register_keras_serializable(package='cinc_tfp')
-class CIncFlow(layers.CheckpointsSublayers, keras.Model):
+class CIncFlow(keras.Model):
   """A normalizing flow for images, trained by maximum likelihood with `fit`.
 
   Data to latent: `levels` times [squeeze, then `depth` steps of (ActNorm,
@@ -97,6 +97,8 @@ class CIncFlow(layers.CheckpointsSublayers, keras.Model):
     self.top_shape = (height, width_px, channels)
     self.top_prior = layers.ActNormLayer(
         channels, data_init=False, dtype=self.dtype_policy, name='top_prior')
+    layers.keep_by_name(
+        self, self.actnorms + self.convs + self.couplings + self.priors)
     self.bits_per_dim_tracker = keras.metrics.Mean(name='bits_per_dim')
     self.build()
 

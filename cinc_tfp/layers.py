@@ -25,18 +25,12 @@ def _value(weight):
   return tf.convert_to_tensor(weight.value)
 
 
-class CheckpointsSublayers:
-  """Mixin: `tf.train.Checkpoint` reaches the sublayers kept in lists.
-
-  Keras 3 tracks layers held in Python lists, but TensorFlow's checkpoint
-  graph does not follow those lists: add each sublayer by its name.
-  """
-
-  def _trackable_children(self, save_type='checkpoint', **kwargs):
-    children = dict(super()._trackable_children(save_type, **kwargs))
-    for layer in self._layers:
-      children.setdefault(layer.name, layer)
-    return children
+def keep_by_name(owner, sublayers):
+  """Makes each of `sublayers` (kept in a list by `owner`) an attribute of
+  `owner` named after it as well: Keras 3 tracks layers held in lists, but
+  `tf.train.Checkpoint` does not follow those lists, only attributes."""
+  for layer in sublayers:
+    setattr(owner, layer.name, layer)
 
 
 def _add_weights(layer, parameters):
@@ -164,7 +158,7 @@ class InvertibleConvLayer(keras.layers.Layer):
             for variable in (*plan.parameters, plan.rows, plan.chunks)]
 
 
-class CouplingLayer(CheckpointsSublayers, keras.layers.Layer):
+class CouplingLayer(keras.layers.Layer):
   """Networks of a `QuadCoupling` or an `AffineCoupling`, each seeded by a
   draw from `seed`."""
 
@@ -193,6 +187,7 @@ class CouplingLayer(CheckpointsSublayers, keras.layers.Layer):
             name=f'network_{i}')
         network.build((None, height, width_px, i * block))
         self.networks.append(network)
+    keep_by_name(self, self.networks)
     self.built = True  # every weight exists, with its final shape
 
   def bijector(self):

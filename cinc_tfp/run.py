@@ -169,12 +169,18 @@ class RunDirectory:
                      f'whose files are missing.')
     return path
 
-  def checkpoint_manager(self, checkpoint, directory=None):
+  def checkpoint_manager(self, checkpoint, directory=None, step_counter=None,
+                         interval=None):
     """A `tf.train.CheckpointManager` of `checkpoint` that writes
-    `ckpt-STEP` files to `directory` (default: the run directory)."""
+    `ckpt-STEP` files to `directory` (default: the run directory), with
+    `save()` due every `interval` steps of `step_counter` after its value
+    now (the step of the checkpoint restored, or 0)."""
     return tf.train.CheckpointManager(
         checkpoint, directory or self.path, KEEP_CHECKPOINTS,
-        checkpoint_name=CHECKPOINT_PREFIX)
+        checkpoint_name=CHECKPOINT_PREFIX, step_counter=step_counter,
+        checkpoint_interval=interval,
+        last_checkpoint_step=(None if step_counter is None
+                              else int(step_counter.numpy())))
 
   def restore_for_inference(self):
     """The trained flow, from config.json and the newest checkpoint, with
@@ -360,6 +366,15 @@ class TrainedFlow:
     """`n` float images at `temperature`; `seed` is a pair of ints."""
     return self._sample(n, tf.constant(temperature, tf.float32),
                         tf.constant(seed, tf.int32))
+
+  def interpolate(self, endpoints, steps, seed):
+    """Float images decoded at `steps + 2` evenly spaced points of the line
+    between the latents of two `uint8` images `endpoints` (dequantized with
+    `seed`), both ends included."""
+    x = data.dequantize(endpoints, self.n_bits, seed=tf.constant([seed, 0]))
+    z = self.encode(x)
+    alphas = tf.linspace(0., 1., steps + 2)[:, None]
+    return self.decode((1. - alphas) * z[0] + alphas * z[1])
 
 
 def mean_bits_per_dim(bits_fn, images, n_bits, batch_size=256, seed=0):

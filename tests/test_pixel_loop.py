@@ -8,7 +8,7 @@ from cinc_tfp import bijectors
 from cinc_tfp.bijectors import init
 from cinc_tfp.bijectors import triangular_conv
 from tests import bijector_checks
-from train import pixel_loop
+from benchmarks import pixel_loop
 
 pytest.importorskip('numba')
 

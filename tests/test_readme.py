@@ -1,8 +1,9 @@
 """The README, tested verbatim.
 
-Every command of the README's `sh` code blocks runs as written, in order, in
-one fresh working directory (so that evaluate, sample and export find the run
-directory that train made), and then its `python` blocks run, in order, as
+Every command of the README's `sh` code blocks runs as written in one fresh
+working directory: those of one run directory in order (so that evaluate,
+sample and export find the run that train made), side by side with the
+others, which run in order too. Then its `python` blocks run, in order, as
 one script in the same directory (later snippets use what earlier ones
 made). The only change to a command is flags appended from `SHORTER`, which
 make runs smaller (absl takes the last value of a repeated flag). A block
@@ -11,6 +12,7 @@ paragraph says why); one whose paragraph says "Run by CI as written" must be
 made of lines of `.ci/run`.
 """
 
+import concurrent.futures
 import os
 import re
 import shlex
@@ -30,7 +32,7 @@ RUN_BY_CI = 'run by ci as written'
 SHORTER = {
     'train.train': ('--steps=4', '--steps_per_epoch=2', '--checkpoint_every=2',
                     '--depth=1', '--width=8'),
-    'train.benchmark': ('--shapes=8x8x12', '--batch_sizes=2', '--repeats=1',
+    'benchmarks': ('--shapes=8x8x12', '--batch_sizes=2', '--repeats=1',
                         '--raster_repeats=1', '--image_shape=8x8x3',
                         '--levels=2', '--depth=1', '--width=8',
                         '--num_samples=2', '--batch_size_train=2',
@@ -105,10 +107,50 @@ def test_commands_said_to_run_in_ci_are_in_the_ci_script():
 
 
 def _module(words):
-  return words[2] if words[:2] == ['python', '-m'] else None
+  """The module a README command runs: `python -m M`, or `cinc-NAME`, the
+  console script of `train.NAME`."""
+  if words[:2] == ['python', '-m']:
+    return words[2]
+  if words[0] == 'cinc-benchmark':
+    return 'benchmarks'
+  if words[0].startswith('cinc-'):
+    return 'train.' + words[0][len('cinc-'):]
+  return None
 
 
-@pytest.mark.slow  # Every README command and snippet: about 3 minutes.
+def _run_directory(words):
+  """The run directory a command reads or writes (`--model_dir`, or the
+  run above a `--saved_model`), or None."""
+  for word in words:
+    for flag in ('--model_dir=', '--saved_model='):
+      if word.startswith(flag):
+        return word[len(flag):].split('/saved_model')[0]
+  return None
+
+
+def lanes(commands):
+  """The commands grouped for running side by side: those of one run
+  directory, in their order, in one lane; the others, in order, in another."""
+  grouped = {}
+  for words in commands:
+    grouped.setdefault(_run_directory(words), []).append(words)
+  return list(grouped.values())
+
+
+def _run_lane(commands, cwd, env):
+  """Runs `commands` one after the other; the first failure's message, or
+  None."""
+  for words in commands:
+    result = subprocess.run(
+        [*words, *SHORTER.get(_module(words), ())], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0 or 'Traceback' in result.stderr:
+      return (f'{" ".join(words)} failed:\n{result.stdout[-2000:]}\n'
+              f'{result.stderr[-3000:]}')
+  return None
+
+
+@pytest.mark.slow  # Every README command and snippet: about 2 minutes.
 def test_readme_commands_and_snippets_run_as_written(tmp_path):
   blocks = _readme()
   commands = []
@@ -117,23 +159,20 @@ def test_readme_commands_and_snippets_run_as_written(tmp_path):
         RUN_BY_CI not in ' '.join(paragraph.lower().split())):
       commands.extend(shell_commands(code))
   assert len(commands) >= 9
+  for words in commands:
+    assert _module(words), f'not a command of this package: {words}'
   env = helpers.env(
       TMPDIR=str(tmp_path),  # Where the default --model_dir lands.
       PYTHONPATH=helpers.ROOT,
       PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH'])
-  for words in commands:
-    assert _module(words), f'not a python -m command: {words}'
-    extra = SHORTER.get(_module(words), ())
-    result = subprocess.run(
-        [*words, *extra], cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=600, check=False)
-    assert result.returncode == 0, (
-        f'{" ".join(words)} failed:\n{result.stdout[-2000:]}\n'
-        f'{result.stderr[-3000:]}')
-    assert 'Traceback' not in result.stderr, result.stderr
+  # The lanes share nothing but the working directory: they run side by side.
+  with concurrent.futures.ThreadPoolExecutor() as pool:
+    failures = list(pool.map(lambda lane: _run_lane(lane, tmp_path, env),
+                             lanes(commands)))
+  assert not any(failures), '\n'.join(filter(None, failures))
   for made in ('cinc_tfp_run/saved_model/saved_model.pb', 'runs/digits/config.json',
                'runs/digits/saved_model/saved_model.pb', 'samples.png',
-               'interp.png', 'exported/digits/saved_model.pb'):
+               'interp.png', 'four.png', 'exported/digits/saved_model.pb'):
     assert (tmp_path / made).exists(), made
 
   script = '\n\n'.join(code for language, code, paragraph in blocks
@@ -155,4 +194,11 @@ def test_readme_parsing():
       ('python', 'Not run by the README test: needs a GPU.')]
   assert shell_commands(blocks[0][1]) == [['python', '-m', 'a', '--x=1'],
                                           ['python', '-m', 'b', '--y=2']]
+  assert _module(['cinc-sample', '--x']) == 'train.sample'
+  assert _module(['cinc-benchmark', 'layers']) == 'benchmarks'
+  assert lanes([['a', '--model_dir=r'], ['b'], ['c', '--saved_model=r/saved_model'],
+                ['d']]) == [[['a', '--model_dir=r'],
+                             ['c', '--saved_model=r/saved_model']],
+                            [['b'], ['d']]]
+  assert _module(['ls']) is None
   assert _skipped(blocks[1][2])

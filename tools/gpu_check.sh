@@ -24,9 +24,9 @@ print('TensorFlow', tf.__version__, '| GPUs:',
       tf.config.list_physical_devices('GPU') or 'none (CPU only)')
 PY
 
-python -m train.benchmark layers --batch_sizes=1,100 --repeats=10 \
+python -m benchmarks layers --batch_sizes=1,100 --repeats=10 \
   --raster_repeats=1 | tee "$out/layers.md"
-python -m train.benchmark models --num_samples=1,100 \
+python -m benchmarks models --num_samples=1,100 \
   --models=CInC+affine,Glow --served_models= --repeats=5 | tee "$out/models.md"
 
 run=$(mktemp -d)/run

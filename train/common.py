@@ -159,14 +159,6 @@ def define_model_flags(flag_values, defaults):
                                        check_options, flag_values=fv)
 
 
-def default_eval_split(dataset):
-  """The held-out split: 'validation' for the ImageNet variants (they have
-  no 'test'), else 'test'."""
-  if dataset.startswith(('downsampled_imagenet', 'imagenet_resized')):
-    return 'validation'
-  return 'test'
-
-
 # The command-line wrapper.
 
 

@@ -23,7 +23,7 @@ from absl import flags
 
 from cinc_tfp import data
 from cinc_tfp import run as run_lib
-from train import common
+from . import common
 
 FLAGS = flags.FLAGS
 
@@ -56,7 +56,7 @@ def run(flag_values=FLAGS):
   """Evaluates as the flags say; returns `(split, bits_per_dim)`."""
   flow = common.trained_flow(flag_values)
   dataset = flag_values.dataset or flow.dataset or data.EMBEDDED
-  split = flag_values.split or common.default_eval_split(dataset)
+  split = flag_values.split or data.default_eval_split(dataset)
   images = load_split(flow, dataset, split, flag_values.data_dir,
                       flag_values.download)
   bits = run_lib.mean_bits_per_dim(flow.bits_per_dim, images, flow.n_bits,
@@ -65,6 +65,11 @@ def run(flag_values=FLAGS):
   return split, bits
 
 
-if __name__ == '__main__':
+def main():
+  """The console script's entry point (`cinc-evaluate`)."""
   define_flags()
   common.run_main(run)
+
+
+if __name__ == '__main__':
+  main()

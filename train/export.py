@@ -18,7 +18,7 @@ from absl import flags
 
 from cinc_tfp import export
 from cinc_tfp import run as run_lib
-from train import common
+from . import common
 
 FLAGS = flags.FLAGS
 
@@ -44,6 +44,11 @@ def run(flag_values=FLAGS):
   return output
 
 
-if __name__ == '__main__':
+def main():
+  """The console script's entry point (`cinc-export`)."""
   define_flags()
   common.run_main(run)
+
+
+if __name__ == '__main__':
+  main()

@@ -35,10 +35,10 @@ import numpy as np
 import tensorflow as tf
 
 from cinc_tfp import data
-from cinc_tfp import flow
+from cinc_tfp import flow as flow_lib
 from cinc_tfp import run as run_lib
-from train import common
-from train import evaluate
+from . import common
+from . import evaluate
 
 FLAGS = flags.FLAGS
 
@@ -74,6 +74,9 @@ def define_flags(flag_values=FLAGS):
   flags.register_validator(
       'output', lambda path: path is None or _is_image_path(path),
       '--output must name a .png, .jpg or .jpeg file', flag_values=fv)
+  flags.register_validator(
+      'interpolate', lambda pair: pair is None or len(pair) == 2,
+      '--interpolate takes two images: A,B', flag_values=fv)
 
 
 def _is_image_path(path):
@@ -82,9 +85,6 @@ def _is_image_path(path):
   except data.DataError:
     return False
   return True
-  flags.register_validator(
-      'interpolate', lambda pair: pair is None or len(pair) == 2,
-      '--interpolate takes two images: A,B', flag_values=fv)
 
 
 def _endpoints(flow, items, dataset, split, data_dir, download):
@@ -110,20 +110,10 @@ def _endpoints(flow, items, dataset, split, data_dir, download):
   return tf.stack(picked)
 
 
-def interpolate(flow, endpoints, steps, seed):
-  """Float images decoded along the line between two images' latents."""
-  x = data.dequantize(endpoints, flow.n_bits, seed=tf.constant([seed, 0]))
-  z = flow.encode(x)
-  alphas = tf.linspace(0., 1., steps + 2)[:, None]
-  frames = flow.decode((1. - alphas) * z[0] + alphas * z[1])
-  _warn_if_not_finite(frames, 'frames')
-  return frames
-
-
 def _warn_if_not_finite(images, what):
   """Says on stderr how many images the inverse could not compute (they
   would be black tiles)."""
-  finite = np.asarray(flow.finite_images(images))
+  finite = np.asarray(flow_lib.finite_images(images))
   if not finite.all():
     print(f'warning: {int((~finite).sum())} of {len(finite)} {what} are not '
           f'finite (the inverse overflowed); they show as black tiles.',
@@ -137,10 +127,11 @@ def run(flag_values=FLAGS):
   flow = common.trained_flow(fv)
   if fv.interpolate:
     dataset = fv.dataset or flow.dataset or data.EMBEDDED
-    split = fv.split or common.default_eval_split(dataset)
-    row = interpolate(flow, _endpoints(flow, fv.interpolate, dataset, split,
-                                       fv.data_dir, fv.download), fv.steps,
-                      fv.seed)
+    split = fv.split or data.default_eval_split(dataset)
+    row = flow.interpolate(_endpoints(flow, fv.interpolate, dataset, split,
+                                      fv.data_dir, fv.download), fv.steps,
+                           fv.seed)
+    _warn_if_not_finite(row, 'frames')
     grid = data.image_grid(np.asarray(data.quantize(row, flow.n_bits)),
                            rows=1)
   else:
@@ -154,6 +145,11 @@ def run(flag_values=FLAGS):
   return grid
 
 
-if __name__ == '__main__':
+def main():
+  """The console script's entry point (`cinc-sample`)."""
   define_flags()
   common.run_main(run)
+
+
+if __name__ == '__main__':
+  main()

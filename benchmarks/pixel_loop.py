@@ -66,7 +66,7 @@ def solve(y, kernel, corner='top_left'):
   """
   global _compiled
   if numba is None:
-    raise ImportError("train.pixel_loop needs numba: pip install -e "
+    raise ImportError("benchmarks.pixel_loop needs numba: pip install -e "
                       "'.[benchmark]'")
   if _compiled is None:
     _compiled = numba.njit(parallel=True)(_solve_top_left)

@@ -1,0 +1,174 @@
+"""The benchmarks' command line: `python -m benchmarks layers|models [--flags]`.
+
+  python -m benchmarks layers [--batch_sizes=1,10,100,256] [--repeats=20]
+      [--shapes=32x32x3,16x16x12,8x8x48] [--raster_repeats=3] [--jit]
+      [--threads=0]
+  python -m benchmarks models [--image_shape=32x32x3] [--levels=3]
+      [--depth=8] [--width=128] [--num_samples=1,16,100] [--batch_size_train=64]
+      [--repeats=9] [--paper_size] [--models=CInC+affine,Glow]
+      [--served_models=CInC+affine] [--threads=0]
+
+Installed, the same is `cinc-benchmark layers|models`. What each times:
+`benchmarks/layers.py` and `benchmarks/models.py`. `--threads=1` runs
+TensorFlow on one thread, the one-core setting in which the papers timed
+their CPU sampling; by default it uses every core.
+"""
+
+import os
+
+# Quieter TensorFlow C++ logging unless asked otherwise; before TF loads.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+from . import harness
+from . import layers as layers_lib
+from . import models as models_lib
+
+FLAGS = flags.FLAGS
+
+
+def _layers_from_flags():
+  return layers_lib.run_layers([int(size) for size in FLAGS.batch_sizes],
+                           FLAGS.repeats or 20, harness.parse_shapes(
+                               FLAGS.shapes), FLAGS.raster_repeats, FLAGS.jit)
+
+
+def _models_from_flags():
+  image_shape = harness.parse_shapes(FLAGS.image_shape, '--image_shape')[0]
+  counts = [int(n) for n in FLAGS.num_samples]
+  report = models_lib.run_models(
+      image_shape, FLAGS.levels, FLAGS.depth, FLAGS.width, counts,
+      FLAGS.batch_size_train, FLAGS.repeats or 9, FLAGS.paper_size,
+      FLAGS.models)
+  if not FLAGS.served_models:
+    return report
+  return '\n\n'.join([report, models_lib.run_served(
+      image_shape, FLAGS.levels, FLAGS.depth, FLAGS.width, counts,
+      FLAGS.repeats or 9, FLAGS.served_models)])
+
+
+# Benchmark name -> function of no arguments (reading FLAGS) returning a report.
+BENCHMARKS = {'layers': _layers_from_flags, 'models': _models_from_flags}
+
+
+def define_flags(fv=FLAGS):
+  """Defines the flags in `fv`; only when run as a program, so that importing
+  is harmless."""
+  flags.DEFINE_list('batch_sizes', ['1', '10', '100', '256'],
+                    'Images per call (layers): one table per batch size.', flag_values=fv)
+  flags.DEFINE_integer(
+      'repeats', None, 'Timed calls per candidate (median); default 20 for '
+      'layers, 9 for models.', lower_bound=1, flag_values=fv)
+  flags.DEFINE_string('shapes', '32x32x3,16x16x12,8x8x48',
+                      'Comma-separated image shapes HxWxC (layers).', flag_values=fv)
+  flags.DEFINE_integer(
+      'raster_repeats', 3,
+      'Timed calls of the slow raster references (0: skip them).',
+      lower_bound=0, flag_values=fv)
+  flags.DEFINE_bool('jit', False, 'Compile with XLA (jit_compile=True).', flag_values=fv)
+  flags.DEFINE_integer(
+      'threads', 0, 'TensorFlow threads per op and ops run side by side; 0: '
+      'its defaults (every core), 1: one core, as the papers timed on a CPU.',
+      lower_bound=0, flag_values=fv)
+  flags.DEFINE_string('image_shape', '32x32x3', 'Image shape HxWxC (models).', flag_values=fv)
+  flags.DEFINE_integer('levels', 3, 'Levels L (models).', lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer('depth', 8, 'Steps per level D (models).',
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer('width', 128, 'Hidden channels of the coupling '
+                       'networks (models).', lower_bound=1, flag_values=fv)
+  flags.DEFINE_list('num_samples', ['1', '16', '100'],
+                    'Images per sampling call (models): a report for each.', flag_values=fv)
+  flags.DEFINE_integer('batch_size_train', 64,
+                       'Images per training step (models).', lower_bound=1, flag_values=fv)
+  flags.DEFINE_list(
+      'models', None, 'Rows to time (models), comma-separated names as in the '
+      f'table: {", ".join(row[0] for row in models_lib.MODELS)}; default all.', flag_values=fv)
+  flags.DEFINE_list(
+      'served_models', ['CInC+affine'],
+      'CIncFlow rows (at --width) whose SavedModel is timed against the '
+      'model in memory (models); empty: none.', flag_values=fv)
+  flags.DEFINE_bool('paper_size', False, 'Also time the paper\'s L=3, D=32, '
+                    'width 512 models (models; slow).', flag_values=fv)
+
+  def check_shapes(text):
+    try:
+      harness.parse_shapes(text)
+    except ValueError as error:
+      raise flags.ValidationError(str(error)) from None
+    return True
+
+  def check_image_shape(values):
+    try:
+      shapes = harness.parse_shapes(values['image_shape'], '--image_shape')
+    except ValueError as error:
+      raise flags.ValidationError(str(error)) from None
+    levels = max(values['levels'],
+                 models_lib.PAPER_SIZE[0] if values['paper_size'] else 1)
+    if len(shapes) != 1 or any(size % 2**levels for size in shapes[0][:2]):
+      raise flags.ValidationError(
+          f'--image_shape: expected one HxWxC with H and W divisible by '
+          f'2**levels = {2**levels}, got {values["image_shape"]!r}.')
+    return True
+
+  def check_model_names(models):
+    try:
+      if models is not None:
+        models_lib.check_models(models)
+    except ValueError as error:
+      raise flags.ValidationError(str(error)) from None
+    return True
+
+  def check_batch_sizes(sizes, flag='--batch_sizes'):
+    if not sizes or not all(size.isdigit() and int(size) > 0 for size in sizes):
+      raise flags.ValidationError(
+          f'{flag}: expected comma-separated positive ints, got '
+          f'{",".join(sizes)!r}.')
+    return True
+
+  def check_served_models(models):
+    servable = [name for name, conv, _, row_width in models_lib.MODELS
+                if conv is not None and row_width is None]
+    unknown = [name for name in models if name not in servable]
+    if unknown:
+      raise flags.ValidationError(
+          f'--served_models: unknown {unknown}; CIncFlow rows at --width are '
+          f'{servable}.')
+    return True
+
+  flags.register_validator('shapes', check_shapes, flag_values=fv)
+  flags.register_validator('served_models', check_served_models, flag_values=fv)
+  flags.register_validator('batch_sizes', check_batch_sizes, flag_values=fv)
+  flags.register_validator(
+      'num_samples', lambda sizes: check_batch_sizes(sizes, '--num_samples'), flag_values=fv)
+  flags.register_validator('models', check_model_names, flag_values=fv)
+  flags.register_multi_flags_validator(
+      ['image_shape', 'levels', 'paper_size'], check_image_shape, flag_values=fv)
+
+
+def _run(argv):
+  if len(argv) != 2 or argv[1] not in BENCHMARKS:
+    got = ' '.join(argv[1:]) or 'nothing'
+    sys.exit(f'benchmarks: expected one benchmark name out of '
+             f'{sorted(BENCHMARKS)}, got {got!r}.')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # TF's INFO lines (export).
+  harness.use_threads(FLAGS.threads)
+  tf.get_logger().setLevel('ERROR')  # Its tf.functions are no "retracing".
+  print(BENCHMARKS[argv[1]](), flush=True)
+
+
+def main():
+  """The console script's entry point (`cinc-benchmark`)."""
+  define_flags()
+  app.run(_run)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,86 @@
+"""The timing harness the benchmarks share: interleaved medians, tables.
+
+Every candidate is a call of no arguments returning a tensor (or NumPy
+array); `median_ms` times them in rounds, in a rotating order, so that the
+noise of a shared machine hits them alike. Only ratios of timings taken side
+by side in one process mean anything: absolute times drift.
+"""
+
+import os
+import statistics
+import time
+
+__all__ = ['markdown', 'median_ms', 'parse_shapes', 'processors', 'ratio',
+           'use_threads']
+
+
+def median_ms(calls, counts):
+  """Median ms of each zero-argument call (returning a tensor), after one
+  warm-up call each; `counts[name]` timed calls each, interleaved by rounds
+  (in a rotating order), so that machine noise hits the candidates alike."""
+  for call in calls.values():
+    _wait(call())  # Warm-up: trace and compile.
+  times = {name: [] for name in calls}
+  for round_ in range(max(counts.values())):
+    names = list(calls)
+    names = names[round_ % len(names):] + names[:round_ % len(names)]
+    for name in names:
+      if len(times[name]) < counts[name]:
+        start = time.perf_counter()
+        _wait(calls[name]())
+        times[name].append(1e3 * (time.perf_counter() - start))
+  return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _wait(result):
+  """Fetches a tensor (waiting for it); NumPy results are there already."""
+  return result.numpy() if hasattr(result, 'numpy') else result
+
+
+def ratio(ms, numerator, denominator):
+  """'R.RRx', the timing `ms[numerator] / ms[denominator]`, or '-' when
+  either was not timed."""
+  if numerator not in ms or denominator not in ms:
+    return '-'
+  return f'{ms[numerator] / ms[denominator]:.2f}x'
+
+
+def markdown(rows):
+  """A Markdown table of `rows` (lists of strings), the first its header."""
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  lines = ['| ' + ' | '.join(c.ljust(w) for c, w in zip(row, widths)) + ' |'
+           for row in rows]
+  lines.insert(1, '|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+  return '\n'.join(lines)
+
+
+def processors():
+  """'CPUs N | threads T' for the report headers (T: TensorFlow's thread
+  pools, 'default' unless `use_threads` set them)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  cpus = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+          else os.cpu_count())
+  threads = tf.config.threading.get_intra_op_parallelism_threads()
+  return f'CPUs {cpus} | threads {threads or "default"}'
+
+
+def use_threads(threads):
+  """Limits TensorFlow to `threads` threads per op and for running ops side
+  by side (0: leave its defaults). Must run before TensorFlow runs any op."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if threads:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def parse_shapes(text, flag='--shapes'):
+  """'32x32x3,16x16x12' -> [(32, 32, 3), (16, 16, 12)], or a ValueError."""
+  shapes = []
+  for item in text.split(','):
+    parts = item.strip().lower().split('x')
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+      raise ValueError(
+          f'{flag}: expected comma-separated HxWxC of positive ints (e.g. '
+          f'32x32x3,16x16x12), got {item.strip()!r}.')
+    shapes.append(tuple(int(p) for p in parts))
+  return shapes

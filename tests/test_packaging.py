@@ -1,0 +1,60 @@
+"""The distribution: one top-level package, and console scripts that work
+from any directory."""
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests import train_helpers as helpers
+
+COMMANDS = ('train', 'evaluate', 'sample', 'export', 'benchmark')
+
+
+def _env():
+  """The environment without the checkout on the path."""
+  env = helpers.env()
+  env.pop('PYTHONPATH', None)
+  return env
+
+
+@pytest.mark.slow  # Builds the wheel: about 20 s.
+def test_the_wheel_claims_only_cinc_tfp_and_installs_the_commands(tmp_path):
+  subprocess.run(
+      [sys.executable, '-m', 'pip', 'wheel', '--no-deps',
+       '--no-build-isolation', '-q', '-w', str(tmp_path), helpers.ROOT],
+      check=True, capture_output=True, env=_env(), cwd=tmp_path)
+  [wheel] = [name for name in os.listdir(tmp_path) if name.endswith('.whl')]
+  with zipfile.ZipFile(tmp_path / wheel) as archive:
+    names = archive.namelist()
+    entry_points = archive.read(next(
+        name for name in names if name.endswith('entry_points.txt'))).decode()
+  top = {name.split('/')[0] for name in names
+         if not name.split('/')[0].endswith('.dist-info')}
+  assert top == {'cinc_tfp'}
+  assert 'cinc_tfp/commands/train.py' in names
+  assert 'cinc_tfp/benchmarks/__main__.py' in names
+  for command in COMMANDS:
+    assert f'cinc-{command} = ' in entry_points
+
+
+# One command of each installed package (the README test runs cinc-sample).
+@pytest.mark.parametrize('command', ['train', 'benchmark'])
+def test_console_scripts_run_from_any_directory(command, tmp_path):
+  script = os.path.join(os.path.dirname(sys.executable), f'cinc-{command}')
+  result = subprocess.run([script, '--helpshort'], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=120,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  flag = '--shapes' if command == 'benchmark' else '--model_dir'
+  assert flag in result.stdout
+
+
+def test_no_generic_top_level_package_is_importable(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-c', 'import train'],
+      cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+      check=False)
+  assert "No module named 'train'" in result.stderr, result.stderr[-2000:]
