@@ -10,15 +10,19 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
-    # The command lines of train/ install as cinc_tfp.commands (no top-level
-    # `train` package), run by the console scripts below from any directory.
+    # The command lines of train/ and benchmarks/ install as
+    # cinc_tfp.commands and cinc_tfp.benchmarks (no top-level `train` or
+    # `benchmarks` package), run by the console scripts below from any
+    # directory; `python -m train.train` and `python -m benchmarks` run them
+    # from a checkout.
     packages=setuptools.find_packages(include=['cinc_tfp', 'cinc_tfp.*']) +
-    ['cinc_tfp.commands'],
-    package_dir={'cinc_tfp.commands': 'train'},
+    ['cinc_tfp.commands', 'cinc_tfp.benchmarks'],
+    package_dir={'cinc_tfp.commands': 'train',
+                 'cinc_tfp.benchmarks': 'benchmarks'},
     entry_points={'console_scripts': [
         f'cinc-{name} = cinc_tfp.commands.{name}:main'
-        for name in ('train', 'evaluate', 'sample', 'export', 'benchmark')
-    ]},
+        for name in ('train', 'evaluate', 'sample', 'export')
+    ] + ['cinc-benchmark = cinc_tfp.benchmarks.__main__:main']},
     python_requires='>=3.10',
     install_requires=[
         'tensorflow==2.21.0',
