@@ -45,6 +45,7 @@ setuptools.setup(
         # numba compiles the pixel-by-pixel baseline of the layers benchmark
         # (benchmarks/pixel_loop.py); the tests check it against the reference.
         'benchmark': ['numba>=0.60'],
-        'test': ['pytest>=8', 'numba>=0.60'],
+        # pytest-xdist runs the suite on two processes (pytest.ini).
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'numba>=0.60'],
     },
 )
