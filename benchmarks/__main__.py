@@ -167,6 +167,9 @@ def _run(argv):
 def main():
   """The console script's entry point (`cinc-benchmark`)."""
   define_flags()
+  # --helpshort lists the flags of sys.argv[0], the script when installed.
+  for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__]):
+    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(_run)
 
 

@@ -7,12 +7,18 @@ import subprocess
 import sys
 
 from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from cinc_tfp import run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A flow small enough to train a few steps in seconds.
 TINY = ('--image_size=8', '--levels=2', '--depth=1', '--width=8',
         '--batch_size=8')
+# TINY runs that do not need their SavedModel skip the export.
+QUICK = (*TINY, '--noexport')
 
 # Lines that TensorFlow's native logger writes to stderr on its own, whatever
 # TF_CPP_MIN_LOG_LEVEL says (e.g. while tensorflow_datasets loads); not ours.
@@ -79,3 +85,28 @@ def parse(define_flags, *args):
   define_flags(flag_values)
   flag_values(['command', *args])
   return flag_values
+
+
+def train_flags(*args):
+  """Parsed flags of `train.train`."""
+  from train import train  # pylint: disable=g-import-not-at-top
+  return parse(train.define_flags, *args)
+
+
+def checkpoint_step(model_dir):
+  """The step of a run directory's newest checkpoint, or None."""
+  path = run_lib.RunDirectory(model_dir).latest_checkpoint()
+  return int(path.rsplit('-', 1)[1]) if path else None
+
+
+def assert_same_checkpoints(path, expected_path):
+  """The model and optimizer variables of two checkpoints are equal."""
+  found, expected = (tf.train.load_checkpoint(str(p))
+                     for p in (path, expected_path))
+  names = [name for name in expected.get_variable_to_shape_map()
+           if name.startswith(('model/', 'optimizer/'))]
+  assert len(names) > 100
+  for name in names:
+    np.testing.assert_allclose(found.get_tensor(name),
+                               expected.get_tensor(name), rtol=1e-5,
+                               atol=1e-6, err_msg=name)

@@ -185,6 +185,15 @@ def one_line(error):
   return ' '.join(message.split()) or type(error).__name__
 
 
+def show_in_helpshort(*modules):
+  """Makes the flags of `modules` those `--helpshort` lists. absl lists the
+  flags of the module that `sys.argv[0]` names, which for a console script
+  (`cinc-train`) is the script, not the module that defines them."""
+  for module in modules:
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run_main(run):
   """`app.run` of `run(flags.FLAGS)`, with expected errors as one line.
 
@@ -212,4 +221,5 @@ def run_main(run):
             'the same command resumes from it.', file=sys.stderr, flush=True)
       sys.exit(INTERRUPTED_STATUS)
 
+  show_in_helpshort(sys.modules[run.__module__], sys.modules[__name__])
   app.run(main)
