@@ -94,7 +94,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
   --model_dir as the README writes it: the run ends with the weights of an
   uninterrupted run."""
   monkeypatch.chdir(tmp_path)
-  args = (*helpers.QUICK, '--steps=40', '--steps_per_epoch=7',
+  args = (*helpers.QUICK, '--steps=20', '--steps_per_epoch=7',
           '--checkpoint_every=2')
   killed = ('--model_dir=runs/killed', *args)
   model_dir = tmp_path / 'runs' / 'killed'
@@ -113,7 +113,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
       process.send_signal(signal.SIGKILL)
       process.wait()
   killed_at = helpers.checkpoint_step(model_dir)
-  assert 0 < killed_at < 40, 'the run was not killed mid-training'
+  assert 0 < killed_at < 20, 'the run was not killed mid-training'
 
   result = subprocess.run(
       helpers.command('train', *killed), cwd=tmp_path,
@@ -125,10 +125,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
   assert resumed_from >= killed_at
   assert math.isfinite(helpers.printed_bits_per_dim(result.stdout))
   _, _, step = run_lib.RunDirectory(model_dir).restore_for_inference()
-  assert step == 40 and helpers.checkpoint_step(model_dir) == 40
+  assert step == 20 and helpers.checkpoint_step(model_dir) == 20
   train.run(_parse('--model_dir=runs/whole', *args))
-  helpers.assert_same_checkpoints(model_dir / 'ckpt-40',
-                           tmp_path / 'runs' / 'whole' / 'ckpt-40')
+  helpers.assert_same_checkpoints(model_dir / 'ckpt-20',
+                                  tmp_path / 'runs' / 'whole' / 'ckpt-20')
 
 
 def test_corrupt_checkpoint_is_a_clear_error_and_left_alone(
