@@ -71,25 +71,18 @@ class CIncFlow(keras.Model):
 
     # Each layer's seed, from which its weights' seeds are drawn in turn.
     seeds = init.SeedStream(self.seed, salt='CIncFlow')
-    self.actnorms, self.convs, self.couplings, self.priors = [], [], [], []
-    self.level_shapes = []
+    self.steps, self.priors, self.level_shapes = [], [], []
     for level in range(levels):
       height, width_px, channels = height // 2, width_px // 2, channels * 4
       shape = (height, width_px, channels)
       self.level_shapes.append(shape)
       for step in range(depth):
-        prefix = f'level{level}_step{step}'
-        step_corner = (bijectors.CORNERS[step % 4]
-                       if corner == config_lib.CORNER_CYCLE else corner)
-        self.actnorms.append(layers.ActNormLayer(
-            channels, dtype=self.dtype_policy, name=f'{prefix}_actnorm'))
-        self.convs.append(layers.InvertibleConvLayer(
-            conv, channels, kernel_size, step_corner, seed=seeds(),
-            image_width=width_px, dtype=self.dtype_policy,
-            name=f'{prefix}_{conv}'))
-        self.couplings.append(layers.CouplingLayer(
-            coupling, shape, width, scale, seed=seeds(),
-            dtype=self.dtype_policy, name=f'{prefix}_{coupling}'))
+        self.steps.append(layers.FlowStep(
+            conv, coupling, shape, width, kernel_size,
+            (bijectors.CORNERS[step % 4]
+             if corner == config_lib.CORNER_CYCLE else corner),
+            scale, seed=seeds(), dtype=self.dtype_policy,
+            name=f'level{level}_step{step}'))
       if level < levels - 1:
         self.priors.append(layers.PriorLayer(
             shape, dtype=self.dtype_policy, name=f'level{level}_prior'))
@@ -97,10 +90,24 @@ class CIncFlow(keras.Model):
     self.top_shape = (height, width_px, channels)
     self.top_prior = layers.ActNormLayer(
         channels, data_init=False, dtype=self.dtype_policy, name='top_prior')
-    layers.keep_by_name(
-        self, self.actnorms + self.convs + self.couplings + self.priors)
+    layers.keep_by_name(self, self.steps + self.priors)
     self.bits_per_dim_tracker = keras.metrics.Mean(name='bits_per_dim')
     self.build()
+
+  @property
+  def convs(self):
+    """The invertible convolutions' layers, step after step."""
+    return [step.conv for step in self.steps]
+
+  @property
+  def actnorms(self):
+    """The ActNorms' layers, step after step."""
+    return [step.actnorm for step in self.steps]
+
+  @property
+  def couplings(self):
+    """The couplings' layers, step after step."""
+    return [step.coupling for step in self.steps]
 
   def build(self, input_shape=None):
     # Every weight is created in __init__, with shapes fixed by image_shape:
@@ -129,10 +136,9 @@ class CIncFlow(keras.Model):
     ], name='top')
     for level in reversed(range(self.levels)):
       steps = [bijectors.Squeeze()]
-      for index in range(level * self.depth, (level + 1) * self.depth):
-        steps += [self.actnorms[index].bijector(data_init),
-                  self.convs[index].bijector(),
-                  self.couplings[index].bijector()]
+      level_steps = self.steps[level * self.depth:(level + 1) * self.depth]
+      for flow_step in level_steps:
+        steps += flow_step.bijectors(data_init)
       if level < self.levels - 1:
         steps.append(self.priors[level].bijector(inner))
       else:

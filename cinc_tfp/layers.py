@@ -196,6 +196,35 @@ class CouplingLayer(keras.layers.Layer):
     return bijectors.AffineCoupling(self.networks[0], scale=self.scale)
 
 
+class FlowStep(keras.layers.Layer):
+  """One step of a flow: the weights of its ActNorm, its invertible
+  convolution (`conv` of `config.CONVS`) and its coupling, each layer's
+  seed drawn from `seed`."""
+
+  def __init__(self, conv, coupling, image_shape, width, kernel_size=3,
+               corner='top_left', scale='sigmoid', seed=0, **kwargs):
+    super().__init__(**kwargs)
+    channels, image_width = image_shape[-1], image_shape[1]
+    seeds = init.SeedStream(seed, 'FlowStep')
+    with keras.name_scope(self.name):  # See CouplingLayer.
+      self.actnorm = ActNormLayer(channels, dtype=self.dtype_policy,
+                                  name='actnorm')
+      self.conv = InvertibleConvLayer(
+          conv, channels, kernel_size, corner, seed=seeds(),
+          image_width=image_width, dtype=self.dtype_policy, name=conv)
+      self.coupling = CouplingLayer(coupling, image_shape, width, scale,
+                                    seed=seeds(), dtype=self.dtype_policy,
+                                    name=coupling)
+    self.built = True  # every weight exists, with its final shape
+
+  def bijectors(self, data_init=False):
+    """The step's bijectors in data-to-latent order (ActNorm, convolution,
+    coupling), from the current weights; see `ActNormLayer.bijector` for
+    `data_init`."""
+    return [self.actnorm.bijector(data_init), self.conv.bijector(),
+            self.coupling.bijector()]
+
+
 class PriorLayer(keras.layers.Layer):
   """The network of a `FactorOut`'s conditional Gaussian prior."""
 

@@ -316,7 +316,7 @@ def test_summary_and_parameter_count(capsys):
       expected)
   model.summary()
   summary = capsys.readouterr().out
-  assert 'level1_step0_1x1' in summary and 'Trainable params: 5,620' in summary
+  assert 'level1_step0' in summary and 'Trainable params: 5,620' in summary
   conv = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=8).convs[0]
   assert conv.count_params() == 9 * 12**2 + 2 * 12
   # Every weight has its own path.

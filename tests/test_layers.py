@@ -86,3 +86,17 @@ def test_bad_arguments_are_clear_errors():
     layers.CouplingLayer('triple', (4, 4, 8), 4)
   with pytest.raises(ValueError, match='quad coupling splits channels into 4'):
     layers.CouplingLayer('quad', (4, 4, 6), 4)
+
+
+def test_flow_step_holds_its_three_layers_and_their_bijectors():
+  step = layers.FlowStep('cinc', 'affine', (4, 4, 8), width=4, seed=3,
+                         name='step')
+  kinds = [type(b) for b in step.bijectors()]
+  assert kinds == [bijectors.ActNorm, bijectors.CIncConv2D,
+                   bijectors.AffineCoupling]
+  paths = [w.path for w in step.weights]
+  assert len(set(paths)) == len(paths)
+  assert all(path.startswith('step/') for path in paths)
+  other = layers.FlowStep('cinc', 'affine', (4, 4, 8), width=4, seed=4,
+                          name='step')
+  assert not np.array_equal(step.conv.kernel.numpy(), other.conv.kernel.numpy())
