@@ -5,8 +5,11 @@ trains with Keras `fit` to `options['steps']` optimizer steps, writing
 checkpoints, TensorBoard logs and sample grids on the way, then swaps in the
 averaged weights, evaluates the held-out split, writes `samples.png` and
 exports the SavedModel unless `options['export']` is false (the layout is
-`cinc_tfp.run`'s). Every value comes
-from `options`, a dict with the keys of `run.RUN_KEYS` and of `COURSE_KEYS`.
+`cinc_tfp.run`'s). Every value comes from `options`, a dict with the keys
+of `run.RUN_KEYS` and those of the course of the run, which may change from
+one start to the next: 'model_dir', 'steps', 'steps_per_epoch',
+'checkpoint_every', 'strategy', 'eval_split', 'temperatures', 'data_dir',
+'download' and 'export' (as `train.train`'s flags).
 """
 
 import math
@@ -23,16 +26,11 @@ from cinc_tfp import export
 from cinc_tfp import run as run_lib
 from cinc_tfp import training
 
-__all__ = ['COURSE_KEYS', 'STRATEGIES', 'SAMPLES_PER_ROW', 'Guard',
-           'fit_segments', 'make_strategy', 'train']
+__all__ = ['STRATEGIES', 'SAMPLES_PER_ROW', 'Guard', 'fit_segments',
+           'make_strategy', 'train']
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
 SAMPLES_PER_ROW = 8
-# Options of the course of a run that the model and its data do not depend
-# on (so they may change from one start of a run to the next).
-COURSE_KEYS = ('model_dir', 'steps', 'steps_per_epoch', 'checkpoint_every',
-               'strategy', 'eval_split', 'temperatures', 'data_dir',
-               'download', 'export')
 
 
 def make_strategy(name):
@@ -86,19 +84,21 @@ def fit_segments(start, steps, steps_per_epoch):
 
 
 class Guard(keras.callbacks.Callback):
-  """Stops training at a non-finite bits/dim or weight; checkpoints otherwise.
+  """Stops training at a non-finite bits/dim; checkpoints otherwise.
 
-  After each batch with finite bits/dim and weights, `manager.save` writes a
-  checkpoint when its `checkpoint_interval` says one is due (counted on the
-  optimizer's steps), and always at step `last`. So the newest checkpoint
-  always holds finite weights.
+  A checkpoint is due every `manager.checkpoint_interval` optimizer steps
+  after step `start` (the step restored, or 0), and at step `last`. When
+  one is due the weights are checked (only then: it costs a pass over every
+  weight) and saved if finite, so the newest checkpoint always holds finite
+  weights; training stops if they are not.
   """
 
-  def __init__(self, manager, last):
+  def __init__(self, manager, start, last):
     super().__init__()
     self.manager = manager
     self.last = last
     self.diverged = None
+    self._saved_at = start
     self._all_finite = None
 
   def on_train_begin(self, logs=None):
@@ -111,11 +111,14 @@ class Guard(keras.callbacks.Callback):
     bits = float(np.mean(np.asarray(logs['bits_per_dim'])))
     if not math.isfinite(bits):
       self._stop(step, f'bits/dim is {bits}')
-    elif not bool(self._all_finite()):
-      self._stop(step, 'the weights are not finite')
-    else:
-      self.manager.save(checkpoint_number=step,
-                        check_interval=step != self.last)
+    elif (step == self.last or
+          step >= self._saved_at + self.manager.checkpoint_interval):
+      if not bool(self._all_finite()):
+        self._stop(step, 'the weights are not finite')
+      else:
+        self.manager.save(checkpoint_number=step,
+                          check_interval=step != self.last)
+        self._saved_at = step
 
   def _stop(self, step, reason):
     last = self.manager.latest_checkpoint
@@ -201,9 +204,9 @@ def _fit(model, manager, train_images, config, options, log_dir, sample_fn,
          temperatures):
   """Trains from the restored step to `options['steps']`, epoch by epoch
   (`fit_segments`), from the run's training stream."""
-  guard = Guard(manager, options['steps'])
-  stream = run_lib.training_stream(train_images, config)
   start = int(model.optimizer.iterations.numpy())
+  guard = Guard(manager, start, options['steps'])
+  stream = run_lib.training_stream(train_images, config)
   for first, initial_epoch, epochs, epoch_steps in fit_segments(
       start, options['steps'], options['steps_per_epoch']):
     model.fit(

@@ -2,6 +2,7 @@
 from any directory."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,9 +23,13 @@ def _env():
 
 @pytest.mark.slow  # Builds the wheel: about 20 s.
 def test_the_wheel_claims_only_cinc_tfp_and_installs_the_commands(tmp_path):
+  # From a copy, so that setuptools' build/ folder is not left in the checkout.
+  source = tmp_path / 'source'
+  shutil.copytree(helpers.ROOT, source, ignore=shutil.ignore_patterns(
+      '.git', 'build', '*.egg-info', '__pycache__', 'bazel-*'))
   subprocess.run(
       [sys.executable, '-m', 'pip', 'wheel', '--no-deps',
-       '--no-build-isolation', '-q', '-w', str(tmp_path), helpers.ROOT],
+       '--no-build-isolation', '-q', '-w', str(tmp_path), str(source)],
       check=True, capture_output=True, env=_env(), cwd=tmp_path)
   [wheel] = [name for name in os.listdir(tmp_path) if name.endswith('.whl')]
   with zipfile.ZipFile(tmp_path / wheel) as archive:

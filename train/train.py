@@ -34,8 +34,9 @@ CPU cores; measured about 3 bits/dim on the test split): batch 32, Adamax at
 paper's settings for long runs on 32x32 images are `--batch_size=64
 --learning_rate=1e-3 --ema=0.999 --levels=3 --depth=32 --width=512`.
 
-Divergence: a non-finite bits/dim or weight stops training at once with an
-error; no checkpoint is written after it, so the last good one stays.
+Divergence: a non-finite bits/dim, or non-finite weights when a checkpoint
+is due, stops training at once with an error; no checkpoint is written after
+it, so the last good one stays.
 
 Distribution (`--strategy`): 'default' (one device); 'mirrored' (all GPUs,
 or the CPU split into two logical devices when there is no GPU);
