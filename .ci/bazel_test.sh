@@ -2,14 +2,16 @@
 # CI: the Bazel targets (//:BUILD), offline. Installs Debian's bazel-bootstrap
 # when no `bazel` is on PATH, builds every target (the cinc_tfp py_library, the
 # train/ py_binary commands) and runs the py_tests tagged "bijectors" (one per
-# tests/test_*.py of a cinc_tfp/bijectors module), on the python3 that
+# tests/test_*.py of a cinc_tfp/bijectors module) and "commands" (the binaries
+# run through a tiny cycle), on the python3 that
 # `pip install -e '.[test]'` installed into.
 #
 #   bash .ci/bazel_test.sh                       # build all, bijector tests
 #   bash .ci/bazel_test.sh //:all                # other targets / patterns
 #   bash .ci/bazel_test.sh -- //:test_actnorm --test_filter=inverse
 #
-# Arguments, if any, replace the default `--test_tag_filters=bijectors //...`.
+# Arguments, if any, replace the default
+# `--test_tag_filters=bijectors,commands //...`.
 # No network is needed: the repositories Bazel 4 would download are replaced
 # by the stand-ins in tools/bazel/offline/ (see tools/bazel/README.md).
 #
@@ -68,7 +70,7 @@ if [ "$#" -gt 0 ]; then
   if [ "$1" = "--" ]; then shift; fi
   targets=("$@")
 else
-  targets=(--test_tag_filters=bijectors //...)
+  targets=(--test_tag_filters=bijectors,commands //...)
 fi
 
 # Stop the Bazel server on the way out: CI leaves nothing running.

@@ -1,12 +1,14 @@
 """The timing harness the benchmarks share: interleaved medians, tables.
 
 Every candidate is a call of no arguments returning a tensor (or NumPy
-array); `median_ms` times them in rounds, in a rotating order, so that the
-noise of a shared machine hits them alike. Only ratios of timings taken side
+array); `median_ms` times them in rounds, each in a fresh random order, so
+that the noise of a shared machine, and whatever one call leaves behind for
+the next (warm caches and thread pools), hit them alike. Only ratios of timings taken side
 by side in one process mean anything: absolute times drift.
 """
 
 import os
+import random
 import statistics
 import time
 
@@ -17,13 +19,15 @@ __all__ = ['markdown', 'median_ms', 'parse_shapes', 'processors', 'ratio',
 def median_ms(calls, counts):
   """Median ms of each zero-argument call (returning a tensor), after one
   warm-up call each; `counts[name]` timed calls each, interleaved by rounds
-  (in a rotating order), so that machine noise hits the candidates alike."""
+  (each in a fresh order, the same from run to run), so that machine noise
+  and the effects of one call on the next hit the candidates alike."""
   for call in calls.values():
     _wait(call())  # Warm-up: trace and compile.
   times = {name: [] for name in calls}
-  for round_ in range(max(counts.values())):
+  order = random.Random(0)
+  for _ in range(max(counts.values())):
     names = list(calls)
-    names = names[round_ % len(names):] + names[:round_ % len(names)]
+    order.shuffle(names)
     for name in names:
       if len(times[name]) < counts[name]:
         start = time.perf_counter()

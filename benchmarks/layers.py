@@ -6,7 +6,8 @@ inverse (by the row-wise solver, computing its matrices or with an
 solver of the papers, in TensorFlow ops and compiled by numba as
 `pixel_loop`), Emerging forward and inverse, and the 1x1 convolution forward
 and inverse (this package's, and TFP's `tfb.ScaleMatvecLU` holding the same
-LU factors), each TensorFlow one compiled once with `tf.function` (XLA with
+LU factors), and ActNorm's forward with its log-det (this package's, and
+TFP's `tfb.Scale` after `tfb.Shift` with the same parameters), each TensorFlow one compiled once with `tf.function` (XLA with
 `jit`). Each is timed per call from Python, so a TensorFlow call's fixed cost
 (about 0.1-0.3 ms here) is in its time, as numba's much smaller one is in the
 pixel loop's; each timing is the median over `repeats` interleaved calls
@@ -45,6 +46,8 @@ _CANDIDATES = (
     ('1x1 inv', 'conv1x1', 'inverse'),
     ('1x1 fwd (TFP LU)', 'scale_matvec_lu', 'forward'),
     ('1x1 inv (TFP LU)', 'scale_matvec_lu', 'inverse'),
+    ('ActNorm fwd+ldj', 'actnorm', 'forward_and_log_det'),
+    ('ActNorm fwd+ldj (TFP)', 'scale_shift', 'forward_and_log_det'),
 )
 # (column title, numerator, denominator) of the ratio tables.
 _RATIOS = (
@@ -55,6 +58,7 @@ _RATIOS = (
     ('Emerging inv / CInC inv', 'Emerging inv', 'CInC inv'),
     ('Emerging / CInC, raster inv', 'Emerging raster inv', 'raster inv'),
     ('TFP LU / 1x1 inv', '1x1 inv (TFP LU)', '1x1 inv'),
+    ('TFP / ActNorm fwd+ldj', 'ActNorm fwd+ldj (TFP)', 'ActNorm fwd+ldj'),
 )
 
 
@@ -69,6 +73,7 @@ def _build(shape, seed):
             for m, (name, value) in enumerate(parameters.items())}
 
   conv1x1 = perturbed(init.conv1x1(channels, seed=(seed, 3)), 2)
+  actnorm = perturbed(init.actnorm(channels), 3)
   return {
       'cinc': bijectors.CIncConv2D(**perturbed(
           init.cinc_conv(channels, seed=(seed, 1)), 0)),
@@ -80,7 +85,19 @@ def _build(shape, seed):
           tf.linalg.set_diag(conv1x1['lower_upper'],
                              conv1x1['sign'] * tf.exp(conv1x1['log_scale'])),
           conv1x1['permutation']),
+      'actnorm': bijectors.ActNorm(**actnorm),
+      # ActNorm as TFP's pieces: shift, then scale by exp(log_scale).
+      'scale_shift': tfp.bijectors.Chain([
+          tfp.bijectors.Scale(log_scale=actnorm['log_scale']),
+          tfp.bijectors.Shift(actnorm['bias'])]),
   }
+
+
+def _forward_and_log_det(bijector, x):
+  """`y` plus the sum of log|det J| (scalar for a constant Jacobian, else
+  per image): both computed in one traced call."""
+  log_det = bijector.forward_log_det_jacobian(x, event_ndims=3)
+  return bijector.forward(x) + tf.reduce_sum(log_det)
 
 
 def layer_candidates(shape, batch_size, jit, with_raster=True, seed=0):
@@ -110,6 +127,8 @@ def layer_candidates(shape, batch_size, jit, with_raster=True, seed=0):
           cinc.kernel, cinc.log_diag, cinc.bias, corner=cinc.corner,
           inverse_plan=cinc.plan_inverse(shape[1]))
       method = planned.inverse
+    elif direction == 'forward_and_log_det':
+      method = functools.partial(_forward_and_log_det, layers[key])
     else:
       method = getattr(layers[key], direction)
     # A fresh symbolic input per trace, so the bijector cache never hits; the
@@ -117,7 +136,7 @@ def layer_candidates(shape, batch_size, jit, with_raster=True, seed=0):
     function = tf.function(
         lambda t, method=method: tf.reduce_sum(method(t)),
         input_signature=[spec], jit_compile=jit or None)
-    inputs = layers[key].forward(x) if direction != 'forward' else x
+    inputs = (x if direction.startswith('forward') else layers[key].forward(x))
     candidates[name] = (function, inputs)
   return candidates, x
 

@@ -37,12 +37,14 @@ from cinc_tfp import data
 from cinc_tfp import export
 from cinc_tfp import flow
 from cinc_tfp import training
+from cinc_tfp import _paths
 from cinc_tfp._paths import resolve
 
 __all__ = [
     'CONFIG_FILE', 'RUN_KEYS', 'MODEL_KEYS', 'RunDirectory', 'RunError',
-    'TrainedFlow', 'build_model', 'build_optimizer', 'mean_bits_per_dim',
-    'resolve', 'restore', 'sample_grid', 'training_stream'
+    'TrainedFlow', 'build_model', 'build_optimizer', 'check_writable',
+    'mean_bits_per_dim', 'resolve', 'restore', 'sample_grid',
+    'training_stream'
 ]
 
 CONFIG_FILE = 'config.json'
@@ -65,6 +67,31 @@ _FLOAT_KEYS = ('learning_rate', 'ema')
 
 class RunError(Exception):
   """A run directory, configuration or checkpoint that cannot be used."""
+
+
+def check_writable(path, name, directory):
+  """Raises a `RunError` unless `path` can be created or written.
+
+  For a check before any work, so that a command never computes for nothing
+  or stops half-way. `name`: what the message calls the path (`--output`);
+  `directory`: whether `path` names a directory (else a file). Remote paths
+  (`scheme://`) are left to the write itself.
+  """
+  if _paths.is_remote(path):
+    return
+  path = resolve(path)
+  if os.path.exists(path):
+    if directory and not os.path.isdir(path):
+      raise RunError(f'{name}={path} is a file, not a directory.')
+    if not directory and os.path.isdir(path):
+      raise RunError(f'{name}={path} is a directory, not a file.')
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise RunError(f'Cannot create {name}={path}: {parent} is a file.')
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise RunError(f'Cannot write {name}={path}: {parent} is not writable.')
 
 
 def _has_config_type(key, value):

@@ -7,6 +7,7 @@ import sys
 
 from absl import flags
 import pytest
+import tensorflow as tf
 
 from benchmarks import __main__ as command
 from benchmarks import harness
@@ -71,6 +72,8 @@ def test_layer_candidates_compute_what_their_labels_say():
       '1x1 inv': ('conv1x1', 'inverse'),
       '1x1 fwd (TFP LU)': ('scale_matvec_lu', 'forward'),
       '1x1 inv (TFP LU)': ('scale_matvec_lu', 'inverse'),
+      'ActNorm fwd+ldj': ('actnorm', 'forward_and_log_det'),
+      'ActNorm fwd+ldj (TFP)': ('scale_shift', 'forward_and_log_det'),
   }
   assert {name: (key, direction) for name, key, direction
           in layers._CANDIDATES} == labels
@@ -82,6 +85,11 @@ def test_layer_candidates_compute_what_their_labels_say():
     if direction == 'forward':
       np.testing.assert_array_equal(inputs, x)
       expected = built[key].forward(x)
+    elif direction == 'forward_and_log_det':  # The two ActNorms agree.
+      np.testing.assert_array_equal(inputs, x)
+      log_det = 4 * 6 * tf.reduce_sum(built['actnorm'].log_scale)
+      expected = (built['actnorm'].forward(x) + log_det).numpy()
+      assert not np.allclose(log_det, 0.)
     else:  # Every inverse, fast or raster, gives back the images.
       np.testing.assert_allclose(inputs, built[key].forward(x), rtol=1e-6)
       expected = x

@@ -8,7 +8,7 @@ import pytest
 import cinc_tfp
 from cinc_tfp import config
 from cinc_tfp import run
-from train import common
+from train import cli_flags
 
 
 def test_defaults_round_trip_through_json_and_the_model():
@@ -26,8 +26,8 @@ def test_every_option_is_a_flag_of_the_commands_and_a_run_key():
   names = [option.name for option in config.FlowConfig.options()]
   assert run.MODEL_KEYS == tuple(names)
   flag_values = flags.FlagValues()
-  common.define_data_flags(flag_values)
-  common.define_model_flags(flag_values, dict(batch_size=8, levels=2))
+  cli_flags.define_data_flags(flag_values)
+  cli_flags.define_model_flags(flag_values, dict(batch_size=8, levels=2))
   flag_values.mark_as_parsed()
   for option in config.FlowConfig.options():
     flag = flag_values[option.name]

@@ -84,7 +84,7 @@ def test_sample_to_an_unwritable_output_fails_before_sampling(
   (tmp_path / 'a_file').write_text('')
   (tmp_path / 'a_folder.png').mkdir()
   before = sorted(tmp_path.rglob('*'))
-  with pytest.raises(common.TrainError, match=words):
+  with pytest.raises(run_lib.RunError, match=words):
     sample.run(helpers.parse(sample.define_flags, f'--model_dir={run_dir[0]}',
                              f'--output={tmp_path / output}'))
   assert sorted(tmp_path.rglob('*')) == before
@@ -92,7 +92,7 @@ def test_sample_to_an_unwritable_output_fails_before_sampling(
 
 def test_export_to_an_unwritable_output_fails_before_loading(tmp_path):
   (tmp_path / 'a_file').write_text('')
-  with pytest.raises(common.TrainError, match='a_file is a file'):
+  with pytest.raises(run_lib.RunError, match='a_file is a file'):
     export_command.run(helpers.parse(
         export_command.define_flags, f'--model_dir={tmp_path / "none"}',
         f'--output={tmp_path / "a_file" / "exported"}'))

@@ -23,6 +23,7 @@ from absl import flags
 
 from cinc_tfp import data
 from cinc_tfp import run as run_lib
+from . import cli_flags
 from . import common
 
 FLAGS = flags.FLAGS
@@ -31,8 +32,8 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values=FLAGS):
   """Defines the command's flags in `flag_values`."""
   fv = flag_values
-  common.define_data_flags(fv, dataset_default=None)
-  common.define_model_source_flags(fv)
+  cli_flags.define_data_flags(fv, dataset_default=None)
+  cli_flags.define_model_source_flags(fv)
   flags.DEFINE_string('split', None,
                       "Dataset split; default 'test' ('validation' for the "
                       'ImageNet variants).', flag_values=fv)
@@ -54,7 +55,7 @@ def load_split(flow, dataset, split, data_dir, download=True):
 
 def run(flag_values=FLAGS):
   """Evaluates as the flags say; returns `(split, bits_per_dim)`."""
-  flow = common.trained_flow(flag_values)
+  flow = cli_flags.trained_flow(flag_values)
   dataset = flag_values.dataset or flow.dataset or data.EMBEDDED
   split = flag_values.split or data.default_eval_split(dataset)
   images = load_split(flow, dataset, split, flag_values.data_dir,

@@ -37,7 +37,7 @@ def run(flag_values=FLAGS):
   """Exports as the flags say; returns the SavedModel path."""
   run_dir = run_lib.RunDirectory(flag_values.model_dir)
   output = flag_values.output or run_dir.join('saved_model')
-  common.check_output_path(output, 'output', directory=True)
+  run_lib.check_writable(output, '--output', directory=True)
   model, _, step = run_dir.restore_for_inference()
   export.save(model, output)
   print(f'Step {step}; SavedModel: {output}', flush=True)

@@ -37,6 +37,7 @@ import tensorflow as tf
 from cinc_tfp import data
 from cinc_tfp import flow as flow_lib
 from cinc_tfp import run as run_lib
+from . import cli_flags
 from . import common
 from . import evaluate
 
@@ -46,8 +47,8 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values=FLAGS):
   """Defines the command's flags in `flag_values`."""
   fv = flag_values
-  common.define_data_flags(fv, dataset_default=None)
-  common.define_model_source_flags(fv)
+  cli_flags.define_data_flags(fv, dataset_default=None)
+  cli_flags.define_model_source_flags(fv)
   flags.DEFINE_string('output', None,
                       'Path of the image to write: .png, .jpg or .jpeg.',
                       flag_values=fv)
@@ -55,7 +56,7 @@ def define_flags(flag_values=FLAGS):
                        flag_values=fv)
   flags.DEFINE_float('temperature', 0.7, 'Sampling temperature.',
                      lower_bound=0., flag_values=fv)
-  common.require_finite(fv, 'temperature')
+  cli_flags.require_finite(fv, 'temperature')
   flags.register_validator('temperature', lambda t: t > 0,
                            '--temperature must be above 0', flag_values=fv)
   flags.DEFINE_integer('seed', 0, 'Seed of the samples (and of the '
@@ -123,8 +124,8 @@ def _warn_if_not_finite(images, what):
 def run(flag_values=FLAGS):
   """Writes the samples or the interpolation; returns the grid written."""
   fv = flag_values
-  common.check_output_path(fv.output, 'output', directory=False)
-  flow = common.trained_flow(fv)
+  run_lib.check_writable(fv.output, '--output', directory=False)
+  flow = cli_flags.trained_flow(fv)
   if fv.interpolate:
     dataset = fv.dataset or flow.dataset or data.EMBEDDED
     split = fv.split or data.default_eval_split(dataset)

@@ -58,8 +58,10 @@ import tempfile
 
 from absl import flags
 
+from cinc_tfp import run as run_lib
 from cinc_tfp import trainer
 from cinc_tfp import training
+from . import cli_flags
 from . import common
 
 FLAGS = flags.FLAGS
@@ -72,8 +74,8 @@ MODEL_DEFAULTS = dict(levels=2, depth=4, width=64, batch_size=32)
 def define_flags(flag_values=FLAGS):
   """Defines the command's flags in `flag_values`."""
   fv = flag_values
-  common.define_data_flags(fv)
-  common.define_model_flags(fv, MODEL_DEFAULTS)
+  cli_flags.define_data_flags(fv)
+  cli_flags.define_model_flags(fv, MODEL_DEFAULTS)
   flags.DEFINE_string(
       'model_dir', os.path.join(tempfile.gettempdir(), 'cinc_tfp_run'),
       'Directory of the run: config, checkpoints, logs, samples, export.',
@@ -111,7 +113,7 @@ def define_flags(flag_values=FLAGS):
                     flag_values=fv)
   flags.DEFINE_bool('export', True, 'Export the SavedModel at the end '
                     '(--noexport: the checkpoints only).', flag_values=fv)
-  common.require_finite(fv, 'learning_rate')
+  cli_flags.require_finite(fv, 'learning_rate')
   flags.register_validator(
       'ema', lambda ema: ema < 1., '--ema must be below 1', flag_values=fv)
   flags.register_validator(
@@ -138,7 +140,7 @@ def run(flag_values=FLAGS):
   options = flag_values.flag_values_dict()
   strategy = trainer.make_strategy(options['strategy'])
   if strategy.extended.should_checkpoint:
-    common.check_output_path(options['model_dir'], 'model_dir', directory=True)
+    run_lib.check_writable(options['model_dir'], '--model_dir', directory=True)
   result = trainer.train(options, strategy)
   directory = result['model_dir']
   exported = (f'; SavedModel: {directory}/saved_model' if options['export']
