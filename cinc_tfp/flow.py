@@ -244,6 +244,16 @@ class CIncFlow(keras.Model):
                                 self._check_images(x))
 
   def fit(self, x=None, *args, **kwargs):  # pylint: disable=keyword-arg-before-vararg
+    """Keras' `fit`, after `initialize` with the first batch of `x` when the
+    model is not initialized yet.
+
+    The one reason for the override: Keras 3 has no public hook that sees a
+    batch before the first step, and an initialization inside the first
+    `train_step` would assign mirrored variables from replica context inside
+    a `tf.cond`, which `tf.distribute` refuses. Datasets, `PyDataset`s,
+    iterators and generators (the first batch is trained on too) and arrays
+    are taken; for anything else call `initialize` first.
+    """
     if x is not None and not self.is_initialized:
       batch, x = _first_batch(x, kwargs.get('batch_size'))
       self.initialize(batch)
