@@ -1,4 +1,4 @@
-"""The benchmarks' command line: `python -m benchmarks layers|models [--flags]`.
+"""The benchmarks' command line: `python -m benchmarks NAME [--flags]`.
 
   python -m benchmarks layers [--batch_sizes=1,10,100,256] [--repeats=20]
       [--shapes=32x32x3,16x16x12,8x8x48] [--raster_repeats=3] [--jit]
@@ -7,9 +7,14 @@
       [--depth=8] [--width=128] [--num_samples=1,16,100] [--batch_size_train=64]
       [--repeats=9] [--paper_size] [--models=CInC+affine,Glow]
       [--served_models=CInC+affine] [--threads=0]
+  python -m benchmarks memory [--image_shape=32x32x3] [--levels=3]
+      [--width=128] [--depths=4,8,16,32] [--couplings=affine,quad]
+      [--batch_size_train=64] [--repeats=3]
+  python -m benchmarks drift [--depths=4,8,16,32] [--levels=3] [--width=128]
+      [--batch_size_train=64] [--train_steps=300]
 
-Installed, the same is `cinc-benchmark layers|models`. What each times:
-`benchmarks/layers.py` and `benchmarks/models.py`. `--threads=1` runs
+Installed, the same is `cinc-benchmark NAME`. What each measures:
+`benchmarks/layers.py`, `models.py`, `memory.py` and `drift.py`. `--threads=1` runs
 TensorFlow on one thread, the one-core setting in which the papers timed
 their CPU sampling; by default it uses every core.
 """
@@ -27,8 +32,12 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from cinc_tfp import config
+
 from . import harness
+from . import drift as drift_lib
 from . import layers as layers_lib
+from . import memory as memory_lib
 from . import models as models_lib
 
 FLAGS = flags.FLAGS
@@ -54,8 +63,22 @@ def _models_from_flags():
       FLAGS.repeats or 9, FLAGS.served_models)])
 
 
+def _memory_from_flags():
+  return memory_lib.run_memory(
+      [int(depth) for depth in FLAGS.depths], FLAGS.couplings,
+      harness.parse_shapes(FLAGS.image_shape, '--image_shape')[0],
+      FLAGS.levels, FLAGS.width, FLAGS.batch_size_train, FLAGS.repeats or 3)
+
+
+def _drift_from_flags():
+  return drift_lib.run_drift(
+      [int(depth) for depth in FLAGS.depths], FLAGS.levels, FLAGS.width,
+      FLAGS.batch_size_train, FLAGS.train_steps)
+
+
 # Benchmark name -> function of no arguments (reading FLAGS) returning a report.
-BENCHMARKS = {'layers': _layers_from_flags, 'models': _models_from_flags}
+BENCHMARKS = {'layers': _layers_from_flags, 'models': _models_from_flags,
+              'memory': _memory_from_flags, 'drift': _drift_from_flags}
 
 
 def define_flags(fv=FLAGS):
@@ -65,7 +88,7 @@ def define_flags(fv=FLAGS):
                     'Images per call (layers): one table per batch size.', flag_values=fv)
   flags.DEFINE_integer(
       'repeats', None, 'Timed calls per candidate (median); default 20 for '
-      'layers, 9 for models.', lower_bound=1, flag_values=fv)
+      'layers, 9 for models, 3 for memory.', lower_bound=1, flag_values=fv)
   flags.DEFINE_string('shapes', '32x32x3,16x16x12,8x8x48',
                       'Comma-separated image shapes HxWxC (layers).', flag_values=fv)
   flags.DEFINE_integer(
@@ -77,16 +100,24 @@ def define_flags(fv=FLAGS):
       'threads', 0, 'TensorFlow threads per op and ops run side by side; 0: '
       'its defaults (every core), 1: one core, as the papers timed on a CPU.',
       lower_bound=0, flag_values=fv)
-  flags.DEFINE_string('image_shape', '32x32x3', 'Image shape HxWxC (models).', flag_values=fv)
-  flags.DEFINE_integer('levels', 3, 'Levels L (models).', lower_bound=1, flag_values=fv)
+  flags.DEFINE_string('image_shape', '32x32x3', 'Image shape HxWxC (models, memory).', flag_values=fv)
+  flags.DEFINE_integer('levels', 3, 'Levels L (models, memory, drift).', lower_bound=1, flag_values=fv)
   flags.DEFINE_integer('depth', 8, 'Steps per level D (models).',
                        lower_bound=1, flag_values=fv)
   flags.DEFINE_integer('width', 128, 'Hidden channels of the coupling '
-                       'networks (models).', lower_bound=1, flag_values=fv)
+                       'networks (models, memory, drift).', lower_bound=1, flag_values=fv)
   flags.DEFINE_list('num_samples', ['1', '16', '100'],
                     'Images per sampling call (models): a report for each.', flag_values=fv)
   flags.DEFINE_integer('batch_size_train', 64,
-                       'Images per training step (models).', lower_bound=1, flag_values=fv)
+                       'Images per training step (models, memory, drift).',
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_list('depths', ['4', '8', '16', '32'],
+                    'Steps per level D (memory, drift): a row each.',
+                    flag_values=fv)
+  flags.DEFINE_integer('train_steps', 300, 'Training steps of each flow '
+                       '(drift).', lower_bound=1, flag_values=fv)
+  flags.DEFINE_list('couplings', ['affine', 'quad'],
+                    'Couplings of the CInC flows (memory).', flag_values=fv)
   flags.DEFINE_list(
       'models', None, 'Rows to time (models), comma-separated names as in the '
       f'table: {", ".join(row[0] for row in models_lib.MODELS)}; default all.', flag_values=fv)
@@ -148,6 +179,13 @@ def define_flags(fv=FLAGS):
   flags.register_validator(
       'num_samples', lambda sizes: check_batch_sizes(sizes, '--num_samples'), flag_values=fv)
   flags.register_validator('models', check_model_names, flag_values=fv)
+  flags.register_validator(
+      'depths', lambda sizes: check_batch_sizes(sizes, '--depths'),
+      flag_values=fv)
+  flags.register_validator(
+      'couplings',
+      lambda names: bool(names) and set(names) <= set(config.COUPLINGS),
+      f'--couplings: expected names out of {config.COUPLINGS}', flag_values=fv)
   flags.register_multi_flags_validator(
       ['image_shape', 'levels', 'paper_size'], check_image_shape, flag_values=fv)
 

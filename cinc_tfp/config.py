@@ -11,6 +11,8 @@ import dataclasses
 import numbers
 import typing
 
+import numpy as np
+
 from cinc_tfp.bijectors import _util
 from cinc_tfp.bijectors import CORNERS
 from cinc_tfp.bijectors import SCALES
@@ -23,10 +25,11 @@ CORNER_CYCLE = 'cycle'
 
 
 def _option(default, help_text, choices=None, lower=1, upper=None, odd=False):
-  """A field of `FlowConfig`: an int in `[lower, upper]` (odd if `odd`), or
-  one of `choices`."""
+  """A field of `FlowConfig`: an int in `[lower, upper]` (odd if `odd`), one
+  of `choices`, or a bool when `default` is one."""
   return dataclasses.field(default=default, metadata=dict(
-      help=help_text, choices=choices, lower=lower, upper=upper, odd=odd))
+      help=help_text, choices=choices, lower=lower, upper=upper, odd=odd,
+      boolean=isinstance(default, bool)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,10 @@ class FlowConfig:
                         'Glow).', upper=8)
   seed: int = _option(0, 'Seed of the initial weights (and of the data order, '
                       'when training).', lower=0)
+  recompute: bool = _option(
+      False, "Train without storing the flow steps' activations: the "
+      "gradient rebuilds each level's step inputs from the level's output "
+      'with the exact inverse (memory flat in depth, for more compute).')
 
   @classmethod
   def options(cls):
@@ -84,8 +91,13 @@ class FlowConfig:
 
 
 def _checked(field, value):
-  """`value` of the option `field`, checked (ints made Python ints)."""
+  """`value` of the option `field`, checked (ints and bools made Python's)."""
   meta = field.metadata
+  if meta['boolean']:
+    if not isinstance(value, (bool, np.bool_)):
+      raise ValueError(f'CIncFlow: {field.name} must be True or False, got '
+                       f'{value!r}.')
+    return bool(value)
   if meta['choices'] is not None:
     if value not in meta['choices']:
       raise ValueError(f'CIncFlow: {field.name} must be one of '

@@ -49,7 +49,7 @@ class CIncFlow(keras.Model):
       image_shape: `(H, W, C)`; `H` and `W` divisible by `2**levels`.
       **options: the model options of `config.FlowConfig` (`levels`,
         `depth`, `width`, `conv`, `coupling`, `kernel_size`, `scale`,
-        `corner`, `n_bits`, `seed`; each documented there, with its
+        `corner`, `n_bits`, `seed`, `recompute`; each documented there, with its
         default), and what `keras.Model` takes (e.g. `name`, `dtype`).
     """
     names = [field.name for field in config_lib.FlowConfig.options()]
@@ -121,12 +121,15 @@ class CIncFlow(keras.Model):
 
   # The flow as TFP objects.
 
-  def bijector(self, data_init=False):
+  def bijector(self, data_init=False, recompute=False):
     """The data-to-latent bijector: images `[..., H, W, C]` to `[..., H*W*C]`.
 
     A `tfb.Chain` of this package's bijectors, built from the current
     weights. With `data_init`, its ActNorms initialize themselves from the
-    first batch they transform (see `initialize`).
+    first batch they transform (see `initialize`). With `recompute`, each
+    level's steps are one `bijectors.Recompute`, whose `forward_and_log_det`
+    is differentiated without storing the steps' activations (what
+    `log_prob` uses when the model's `recompute` option is on).
     """
     height, width, channels = self.top_shape
     inner = tfb.Chain([
@@ -137,8 +140,12 @@ class CIncFlow(keras.Model):
     for level in reversed(range(self.levels)):
       steps = [bijectors.Squeeze()]
       level_steps = self.steps[level * self.depth:(level + 1) * self.depth]
-      for flow_step in level_steps:
-        steps += flow_step.bijectors(data_init)
+      if recompute and not data_init:
+        steps.append(bijectors.Recompute(
+            [flow_step.chain for flow_step in level_steps]))
+      else:
+        for flow_step in level_steps:
+          steps += flow_step.bijectors(data_init)
       if level < self.levels - 1:
         steps.append(self.priors[level].bijector(inner))
       else:
@@ -168,8 +175,10 @@ class CIncFlow(keras.Model):
     return _check_range(tf.cast(x, self.compute_dtype))
 
   def encode_with_log_det(self, x):
-    """`(z, log|det dz/dx|)` for a batch of images, in one sweep."""
-    return fused.forward_and_log_det(self.bijector(), self._check_images(x))
+    """`(z, log|det dz/dx|)` for a batch of images, in one sweep (whose
+    gradient recomputes the steps' activations when `recompute` is on)."""
+    return fused.forward_and_log_det(self.bijector(recompute=self.recompute),
+                                     self._check_images(x))
 
   def log_prob(self, x):
     """Log-density of dequantized images `x` (`[B, H, W, C]`), in nats."""

@@ -9,6 +9,7 @@ underlying `tf.Variable`s: a cheap Python object, rebuilt at every call.
 import keras
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from cinc_tfp import bijectors
 from cinc_tfp import config
@@ -104,9 +105,13 @@ class InvertibleConvLayer(keras.layers.Layer):
     self._parameter_names = _add_weights(self, initial)
     self.built = True  # every weight exists, with its final shape
 
-  def bijector(self):
-    return self._bijector(inverse_plan=None if self.image_width is None
-                          else self._plan)
+  def bijector(self, plan=True):
+    """The convolution from the current weights; with `plan`, its inverse
+    uses the weights' `InversePlan` while they keep their values (as
+    decoding and sampling do), else the plain solve (for an inverse inside
+    training, where they change at every step)."""
+    return self._bijector(inverse_plan=self._plan if plan and
+                          self.image_width is not None else None)
 
   def _bijector(self, inverse_plan=None):
     parameters = {name: _value(getattr(self, name))
@@ -223,6 +228,13 @@ class FlowStep(keras.layers.Layer):
     `data_init`."""
     return [self.actnorm.bijector(data_init), self.conv.bijector(),
             self.coupling.bijector()]
+
+  def chain(self):
+    """The step as one `tfb.Chain`, for an inverse inside training (the
+    convolution's plain solve: see `InvertibleConvLayer.bijector`)."""
+    return tfp.bijectors.Chain([self.coupling.bijector(),
+                                self.conv.bijector(plan=False),
+                                self.actnorm.bijector()])
 
 
 class PriorLayer(keras.layers.Layer):

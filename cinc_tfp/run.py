@@ -63,6 +63,10 @@ _STRING_KEYS = ('dataset', 'optimizer') + tuple(
     option.name for option in config_lib.FlowConfig.options()
     if option.metadata['choices'] is not None)
 _FLOAT_KEYS = ('learning_rate', 'ema')
+_BOOL_KEYS = tuple(option.name for option in config_lib.FlowConfig.options()
+                   if option.metadata['boolean'])
+# Keys added after runs were first written, with the value those runs had.
+_ADDED_KEYS = {'recompute': False}
 
 
 class RunError(Exception):
@@ -97,8 +101,8 @@ def check_writable(path, name, directory):
 def _has_config_type(key, value):
   if key in _STRING_KEYS:
     return isinstance(value, str)
-  if isinstance(value, bool):
-    return False
+  if key in _BOOL_KEYS or isinstance(value, bool):
+    return key in _BOOL_KEYS and isinstance(value, bool)
   if key in _FLOAT_KEYS:
     return isinstance(value, (int, float)) and math.isfinite(value)
   return isinstance(value, int)
@@ -135,6 +139,7 @@ class RunDirectory:
       raise RunError(f'{path} is not valid JSON: {error}') from error
     if not isinstance(config, dict):
       raise RunError(f'{path} is not a run configuration: not a JSON object.')
+    config = dict(_ADDED_KEYS, **config)
     missing = [key for key in RUN_KEYS if key not in config]
     if missing:
       raise RunError(f'{path} is not a run configuration: it lacks {missing}.')

@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from benchmarks import __main__ as command
 from benchmarks import harness
+from benchmarks import drift
 from benchmarks import layers
+from benchmarks import memory
 from benchmarks import models
 from tests import train_helpers as helpers
 
@@ -165,6 +167,53 @@ def test_served_report_times_the_saved_model_in_a_tensorflow_only_process():
   assert 'imported' not in report
 
 
+def test_memory_report_has_every_row_and_ratio():
+  report = memory.run_memory(depths=(1,), couplings=('affine',),
+                             image_shape=(8, 8, 3), levels=2, width=4,
+                             batch_size=2, repeats=1)
+  header = report.splitlines()[0]
+  for field in ('TF ', 'image 8x8x3', 'L=2', 'width 4', 'batch 2', 'CPUs '):
+    assert field in header
+  rows = _table(report, 'step MB', first='coupling')
+  assert rows[0] == ['coupling', 'D', 'step MB', 'step MB (recompute)',
+                     'peak MB', 'peak MB (recompute)', 'step ms',
+                     'step ms (recompute)']
+  assert [row[:2] for row in rows[1:]] == [['affine', '1']]
+  assert all(float(cell) >= 0 for cell in rows[1][2:4])
+  # The peak holds TensorFlow and the model: hundreds of MB.
+  assert all(float(cell) > 100 for cell in rows[1][4:6])
+  assert all(float(cell) > 0 for cell in rows[1][6:])
+  ratios = _table(report, 'step MB / at D=1', first='coupling')
+  assert ratios[0][2:] == ['step MB / at D=1', 'step MB / at D=1 (recompute)',
+                           'recompute / stored, peak MB',
+                           'recompute / stored, step time']
+  # Against itself: 1, or '-' where the step was too small to register.
+  for cell, measured in zip(ratios[1][2:4], rows[1][2:4]):
+    assert cell == ('1.00x' if float(measured) > 0 else '-')
+  assert all(cell.endswith('x') for cell in ratios[1][4:])
+
+
+def test_step_memory_grows_with_the_batch():
+  """The measure sees activations: 16 times the batch, clearly more."""
+  small, large = [memory._memory_in_fresh_process(
+      image_shape=(16, 16, 3), levels=2, depth=2, width=32, coupling='affine',
+      recompute=False, batch_size=batch_size) for batch_size in (4, 64)]
+  assert large['step'] > 2 * small['step'] + 5
+
+
+def test_drift_report_rebuilds_each_level_input_to_rounding():
+  report = drift.run_drift(depths=(2,), levels=2, width=4, batch_size=8,
+                           train_steps=2)
+  rows = _table(report, 'level 0 max error', first='D')
+  assert rows[0] == ['D', 'level 0 max error', 'level 0 relative',
+                     'level 1 max error', 'level 1 relative',
+                     'gradient difference (relative)']
+  assert rows[1][0] == '2'
+  # float32 rounding through two steps and back, not zero and no more.
+  assert all(0 <= float(cell) < 1e-5 for cell in rows[1][1:])
+  assert any(float(cell) > 0 for cell in rows[1][1:])
+
+
 def test_matched_flow_width_is_the_closest_width():
   from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
   shape, levels, depth = (8, 8, 4), 2, 1
@@ -219,6 +268,9 @@ def test_unknown_benchmark_fails_with_one_line():
     ('models', '--models=Glow,Nope', 'models'),
     ('models', '--models=CInC+affine,TFP Glow', 'models'),
     ('models', '--models=', 'models'),
+    ('memory', '--depths=4,0', 'depths'),
+    ('memory', '--couplings=quad,additive', 'couplings'),
+    ('drift', '--train_steps=0', 'train_steps'),
 ])
 def test_bad_flag_fails_clearly(benchmark_name, flag, name):
   flag_values = flags.FlagValues()

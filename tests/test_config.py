@@ -44,6 +44,7 @@ def test_every_option_is_a_flag_of_the_commands_and_a_run_key():
     (dict(seed=-1), 'seed must be 0 or more'),
     (dict(seed='0'), 'seed must be an int'),
     (dict(conv='3x3'), 'conv must be one of'),
+    (dict(recompute=1), 'recompute must be True or False'),
     (dict(corner='centre'), 'corner must be one of'),
     (dict(levels=4), r'divisible by 2\*\*levels = 16 to squeeze 4 times, '
                      'got 8x8 images'),
@@ -60,3 +61,26 @@ def test_bad_image_shapes_are_a_clear_error():
     config.FlowConfig((8, 8))
   with pytest.raises(ValueError, match='image channels must be a positive int'):
     config.FlowConfig((8, 8, 0))
+
+
+def test_recompute_is_a_switch_and_old_run_configs_read_as_off(tmp_path):
+  flag_values = flags.FlagValues()
+  cli_flags.define_data_flags(flag_values)
+  cli_flags.define_model_flags(flag_values, dict(batch_size=8))
+  flag_values(['prog', '--recompute'])
+  assert flag_values.recompute is True
+  saved = dict(dataset='embedded', image_size=8, channels=1, batch_size=8,
+               optimizer='adamax', learning_rate=1e-3, warmup_steps=0, ema=0.,
+               **config.FlowConfig((8, 8, 1), recompute=True).as_dict())
+  del saved['image_shape']
+  run_dir = run.RunDirectory(tmp_path / 'run')
+  run_dir.write_config(saved)
+  assert run_dir.read_config()['recompute'] is True
+  # A run written before the option existed: trained with it off.
+  del saved['recompute']
+  (tmp_path / 'run' / 'config.json').write_text(json.dumps(saved))
+  assert run_dir.read_config()['recompute'] is False
+  (tmp_path / 'run' / 'config.json').write_text(
+      json.dumps(dict(saved, recompute=1)))
+  with pytest.raises(run.RunError, match=r'wrong type: recompute \(1\)'):
+    run_dir.read_config()

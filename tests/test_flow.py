@@ -123,13 +123,14 @@ def test_config_round_trip_keeps_every_option():
   model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4,
                             conv='emerging', coupling='affine', kernel_size=5,
                             scale='exp', corner='bottom_left', n_bits=5, seed=3,
-                            name='flow5', dtype='float64')
+                            recompute=True, name='flow5', dtype='float64')
   config = model.get_config()
   assert cinc_tfp.CIncFlow.from_config(config).get_config() == config
   assert {key: config[key] for key in ('n_bits', 'seed', 'scale', 'corner',
-                                       'kernel_size', 'dtype')} == dict(
+                                       'kernel_size', 'recompute',
+                                       'dtype')} == dict(
       n_bits=5, seed=3, scale='exp', corner='bottom_left', kernel_size=5,
-      dtype='float64')
+      recompute=True, dtype='float64')
 
 
 def test_corners_cycle_and_every_step_has_its_own_initial_weights():
@@ -176,10 +177,11 @@ def test_calling_the_model_gives_log_prob():
 
 @pytest.mark.parametrize('dtype', ['float32', 'float64'])
 def test_whole_model_saves_and_loads_with_keras(tmp_path, dtype):
-  model = tiny_flow(dtype=dtype)
+  model = tiny_flow(dtype=dtype, recompute=dtype == 'float64')
   model.save(tmp_path / 'flow.keras')
   loaded = keras.models.load_model(tmp_path / 'flow.keras')
   assert type(loaded) is cinc_tfp.CIncFlow and loaded.compute_dtype == dtype
+  assert loaded.recompute == (dtype == 'float64')
   assert loaded.is_initialized
   for restored, saved in zip(loaded.weights, model.weights):
     assert restored.dtype == saved.dtype
@@ -296,6 +298,80 @@ def test_fit_under_xla_matches_fit_without(conv):
     np.testing.assert_allclose(xla_weight, weight, rtol=1e-4, atol=1e-5)
 
 
+def _trained_pair(conv, coupling, dtype):
+  """A tiny flow after two Adam steps (eager: no tracing), and a flow with
+  `recompute=True` and the same weights."""
+  stored = tiny_flow(conv, coupling, dtype=dtype)
+  optimizer = keras.optimizers.Adam(1e-2)
+  for step in range(2):
+    x = tf.random.stateless_uniform((8,) + IMAGE_SHAPE, [8, step], -0.5, 0.5,
+                                    dtype=dtype)
+    optimizer.apply_gradients(zip(_gradients(stored, x)[1],
+                                  stored.trainable_variables))
+  recomputed = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=2, width=8,
+                                 conv=conv, coupling=coupling, dtype=dtype,
+                                 recompute=True)
+  recomputed.set_weights(stored.get_weights())
+  return stored, recomputed
+
+
+def _gradients(model, x):
+  with tf.GradientTape() as tape:
+    bits = tf.reduce_mean(model.bits_per_dim(x))
+  return bits, tape.gradient(bits, model.trainable_variables)
+
+
+# float64 gradients at rebuilt inputs agree to rounding; float32 ones to the
+# inverse's drift through a level's two steps: measured at most 9.5e-7 of
+# each gradient's largest entry, for every conv and coupling.
+RECOMPUTE_FLOAT32 = 1e-5
+
+
+@pytest.mark.parametrize('dtype', ['float64', 'float32'])
+@pytest.mark.parametrize('conv,coupling', list(itertools.product(
+    ['cinc', 'emerging', '1x1'], ['quad', 'affine'])))
+def test_recompute_gives_the_stored_gradients(conv, coupling, dtype):
+  stored, recomputed = _trained_pair(conv, coupling, dtype)
+  x = tf.random.stateless_uniform((4,) + IMAGE_SHAPE, [9, 0], -0.5, 0.5,
+                                  dtype=dtype)
+  (bits, expected), (recomputed_bits, found) = [
+      _gradients(model, x) for model in (stored, recomputed)]
+  tolerance = 1e-8 if dtype == 'float64' else RECOMPUTE_FLOAT32
+  np.testing.assert_allclose(recomputed_bits, bits, rtol=tolerance)
+  assert len(found) == len(expected) and all(g is not None for g in found)
+  for variable, want, got in zip(stored.trainable_variables, expected, found):
+    scale = float(tf.reduce_max(tf.abs(want)))
+    np.testing.assert_allclose(got, want, rtol=tolerance,
+                               atol=tolerance * scale, err_msg=variable.path)
+
+
+@pytest.mark.parametrize('jit_compile', [False, True])
+def test_fit_with_recompute_reaches_the_same_weights(jit_compile):
+  x = tf.random.stateless_uniform((16,) + IMAGE_SHAPE, [10, 0], -0.5, 0.5,
+                                  dtype=tf.float64)
+  dtype = 'float64' if not jit_compile else 'float32'
+  results = []
+  for recompute in (False, True):
+    # Under XLA one step per level, for a shorter compile.
+    model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2,
+                              depth=1 if jit_compile else 2, width=8,
+                              seed=4, recompute=recompute, dtype=dtype)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  jit_compile=jit_compile and recompute)
+    history = model.fit(x.numpy().astype(dtype), batch_size=8, epochs=1,
+                        shuffle=False, verbose=0)
+    results.append((history.history['bits_per_dim'],
+                    [v.numpy() for v in model.trainable_variables]))
+  (loss, weights), (recomputed_loss, recomputed_weights) = results
+  # float64: the same to rounding; float32 under XLA against float32
+  # without: as in test_fit_under_xla_matches_fit_without.
+  tolerance = dict(rtol=1e-8, atol=1e-10) if dtype == 'float64' else dict(
+      rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(recomputed_loss, loss, rtol=tolerance['rtol'])
+  for found, expected in zip(recomputed_weights, weights):
+    np.testing.assert_allclose(found, expected, **tolerance)
+
+
 def _network_params(inputs, outputs, width):
   """Glow's coupling network: 3x3 conv, 1x1 conv, 3x3 conv, with biases."""
   return (9 * inputs * width + width) + (width * width + width) + (
@@ -344,7 +420,7 @@ MIRRORED_SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np
     import tensorflow as tf
-    replicas = int(sys.argv[1])
+    replicas, recompute = int(sys.argv[1]), sys.argv[3] == 'recompute'
     cpu = tf.config.list_physical_devices('CPU')[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -356,7 +432,8 @@ MIRRORED_SCRIPT = textwrap.dedent('''
     dataset = data.pipeline(data.load_images('embedded', 'train', image_size=8),
                             16, shuffle=False, repeat=True, seed=0)
     with strategy.scope():
-      model = cinc_tfp.CIncFlow((8, 8, 1), levels=2, depth=1, width=8)
+      model = cinc_tfp.CIncFlow((8, 8, 1), levels=2, depth=1, width=8,
+                                recompute=recompute)
       model.compile(optimizer=keras.optimizers.SGD(0.05))
     history = model.fit(dataset, steps_per_epoch=4, epochs=2, verbose=0)
     np.savez(sys.argv[2], loss=history.history['bits_per_dim'],
@@ -364,23 +441,26 @@ MIRRORED_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_mirrored_strategy_matches_one_device(tmp_path):
+def test_mirrored_strategy_with_and_without_recompute_matches_one_device(
+    tmp_path):
   script = tmp_path / 'mirrored.py'
   script.write_text(MIRRORED_SCRIPT)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
              PYTHONPATH=os.pathsep.join([root, os.environ.get('PYTHONPATH', '')]))
   results = []
-  for replicas in (1, 2):
-    out = tmp_path / f'{replicas}.npz'
-    subprocess.run([sys.executable, str(script), str(replicas), str(out)],
-                   check=True, env=env, cwd=root)
+  # One device; two replicas; two replicas recomputing the activations.
+  for replicas, mode in ((1, 'stored'), (2, 'stored'), (2, 'recompute')):
+    out = tmp_path / f'{replicas}_{mode}.npz'
+    subprocess.run([sys.executable, str(script), str(replicas), str(out),
+                    mode], check=True, env=env, cwd=root)
     results.append(np.load(out))
-  one, two = results
-  assert one.files == two.files
-  np.testing.assert_allclose(one['loss'], two['loss'], rtol=1e-5)
-  for name in one.files:
-    np.testing.assert_allclose(one[name], two[name], rtol=1e-4, atol=1e-5)
+  one = results[0]
+  for two in results[1:]:
+    assert one.files == two.files
+    np.testing.assert_allclose(one['loss'], two['loss'], rtol=1e-5)
+    for name in one.files:
+      np.testing.assert_allclose(one[name], two[name], rtol=1e-4, atol=1e-5)
 
 
 MULTI_WORKER_SCRIPT = textwrap.dedent('''
@@ -392,13 +472,15 @@ MULTI_WORKER_SCRIPT = textwrap.dedent('''
     x = tf.random.stateless_uniform((8, 8, 8, 1), [0, 1], -0.5, 0.5)
     dataset = tf.data.Dataset.from_tensor_slices(x).batch(4).repeat()
     with strategy.scope():
-      model = cinc_tfp.CIncFlow((8, 8, 1), levels=2, depth=1, width=4)
+      model = cinc_tfp.CIncFlow((8, 8, 1), levels=2, depth=1, width=4,
+                                recompute=True)
       model.compile(optimizer=keras.optimizers.SGD(0.01))
     model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
     print('evaluate:', model.evaluate(dataset, steps=2, verbose=0), flush=True)
 ''')
 
 
+# The workers train with recompute on (the mirrored test above covers both).
 @pytest.mark.slow  # Two processes that start a gRPC cluster.
 def test_fit_and_evaluate_under_multi_worker_mirrored_strategy(tmp_path):
   script = tmp_path / 'worker.py'

@@ -44,11 +44,14 @@ def _run_path(form, tmp_path, monkeypatch):
 # './runs/x', '~/runs/x' and symlinked paths resolve to plain absolute paths
 # (see the test above), so the whole cycle runs on the two forms that take
 # other routes: relative (TF's checkpoint paths) and ram:// (no rename).
+# The ram:// run trains with --recompute, which config.json keeps.
 @pytest.mark.parametrize('form', ['relative', 'ram'])
 def test_run_directory_in_any_form_trains_resumes_evaluates_and_exports(
     form, tmp_path, monkeypatch):
   path, lands_in = _run_path(form, tmp_path, monkeypatch)
-  short = (*helpers.TINY, '--steps_per_epoch=2', '--checkpoint_every=2')
+  recompute = ('--recompute',) if form == 'ram' else ()
+  short = (*helpers.TINY, '--steps_per_epoch=2', '--checkpoint_every=2',
+           *recompute)
   first = train.run(helpers.parse(train.define_flags, f'--model_dir={path}',
                                   '--steps=2', *short))
   assert first['step'] == 2
@@ -58,6 +61,7 @@ def test_run_directory_in_any_form_trains_resumes_evaluates_and_exports(
   assert resumed['step'] == 4
   run_dir = run_lib.RunDirectory(path)
   assert run_dir.latest_checkpoint() == os.path.join(run_dir.path, 'ckpt-4')
+  assert run_dir.read_config()['recompute'] == bool(recompute)
 
   _, bits = evaluate.run(helpers.parse(evaluate.define_flags,
                                        f'--model_dir={path}'))

@@ -85,7 +85,9 @@ def define_model_flags(flag_values, defaults):
   for option in config.FlowConfig.options():
     meta, default = option.metadata, defaults.get(option.name, option.default)
     names.append(option.name)
-    if meta['choices'] is not None:
+    if meta['boolean']:
+      flags.DEFINE_bool(option.name, default, meta['help'], flag_values=fv)
+    elif meta['choices'] is not None:
       flags.DEFINE_enum(option.name, default, meta['choices'], meta['help'],
                         flag_values=fv)
     else:

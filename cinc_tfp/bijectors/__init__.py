@@ -11,6 +11,7 @@ from cinc_tfp.bijectors.factor_out import FactorOut
 from cinc_tfp.bijectors.fused import forward_and_log_det
 from cinc_tfp.bijectors.fused import inverse_and_log_det
 from cinc_tfp.bijectors.quad_coupling import QuadCoupling
+from cinc_tfp.bijectors.recompute import Recompute
 from cinc_tfp.bijectors.squeeze import Squeeze
 from cinc_tfp.bijectors.triangular_conv import CORNERS
 
@@ -23,6 +24,7 @@ __all__ = [
     'EmergingConv2D',
     'FactorOut',
     'QuadCoupling',
+    'Recompute',
     'SCALES',
     'Squeeze',
     'forward_and_log_det',
