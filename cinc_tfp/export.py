@@ -16,6 +16,13 @@ object (`loaded.log_prob(images)`), and returns a dict:
   `{'images': [n, H, W, C], 'images_uint8': [n, H, W, C], 'valid': [n]}`,
   `images_uint8` quantized to uint8 on the 0..255 scale.
 
+A class-conditional flow (`num_classes=K`) takes int32 `labels` `[B]` (for
+`sample`, `[n]`) as the last input of each, in `0..K-1`, and has one more:
+
+- `classify(images)`: `{'log_probs': [B, K]}` (`log p(y | x)`, uniform class
+  prior), `{'log_likelihoods': [B, K]}` (`log p(x | y)`) and
+  `{'classes': [B]}` (int32, the most probable).
+
 `valid` is False for an image that is not finite everywhere (its inverse
 overflowed: measured none in 10,000 samples of the default model at
 temperature 1). Images given to `log_prob`, `bits_per_dim` and `encode` must
@@ -24,7 +31,8 @@ temperature above 0: anything else fails with an `InvalidArgumentError`
 that says so.
 
 The loaded object also holds `config_json` (a string variable: json of
-`model.get_config()`), `image_shape` (int32 `[3]`) and `n_bits` (int32).
+`model.get_config()`), `image_shape` (int32 `[3]`), `n_bits` (int32) and
+`num_classes` (int32, 0 for an unconditional flow).
 """
 
 import functools
@@ -41,14 +49,22 @@ from cinc_tfp import data
 from cinc_tfp import flow
 from cinc_tfp import _paths
 
-__all__ = ['ExportError', 'SIGNATURES', 'load', 'save']
+__all__ = ['CONDITIONAL_SIGNATURES', 'ExportError', 'SIGNATURES', 'load',
+           'save', 'serving_module']
 
 SIGNATURES = ('log_prob', 'bits_per_dim', 'encode', 'decode', 'sample')
+CONDITIONAL_SIGNATURES = SIGNATURES + ('classify',)
 _SAVED_MODEL_FILES = ('saved_model.pb', 'saved_model.pbtxt')
 
 
 class ExportError(ValueError):
   """A path that holds no loadable SavedModel, or that `save` won't replace."""
+
+
+def serving_module(model):
+  """The `tf.Module` that `save` writes, in memory: the same functions (and
+  dict outputs) as a loaded SavedModel, running on `model`'s weights."""
+  return _Serving(model)
 
 
 class _Serving(tf.Module):
@@ -75,40 +91,60 @@ class _Serving(tf.Module):
         model.image_shape, dtype=tf.int32, trainable=False, name='image_shape')
     self.n_bits = tf.Variable(
         model.n_bits, dtype=tf.int32, trainable=False, name='n_bits')
+    self.num_classes = tf.Variable(
+        model.num_classes or 0, dtype=tf.int32, trainable=False,
+        name='num_classes')
+    # Each function takes `*labels`: `(labels,)` of a class-conditional
+    # flow, `()` of an unconditional one (see `label_specs`).
 
-    def log_prob(images):
-      return {'log_prob': _float32(model.log_prob(images))}
+    def log_prob(images, *labels):
+      return {'log_prob': _float32(model.log_prob(images, *labels))}
 
-    def bits_per_dim(images):
-      return {'bits_per_dim': _float32(model.bits_per_dim(images))}
+    def bits_per_dim(images, *labels):
+      return {'bits_per_dim': _float32(model.bits_per_dim(images, *labels))}
 
-    def encode(images):
-      return {'latents': _float32(model.encode(images))}
+    def encode(images, *labels):
+      return {'latents': _float32(model.encode(images, *labels))}
 
-    def decode(latents):
-      images = _float32(model.decode(latents))
+    def decode(latents, *labels):
+      images = _float32(model.decode(latents, *labels))
       return {'images': images, 'valid': flow.finite_images(images)}
 
-    def sample(n, temperature, seed):
-      images = _float32(model.sample(n, temperature, seed))
+    def sample(n, temperature, seed, *labels):
+      images = _float32(model.sample(n, temperature, seed, *labels))
       return {'images': images,
               'images_uint8': data.quantize(images, model.n_bits),
               'valid': flow.finite_images(images)}
+
+    def classify(images):
+      log_likelihoods = model.class_log_likelihoods(images)
+      log_probs = tf.nn.log_softmax(log_likelihoods, axis=-1)
+      return {'log_probs': _float32(log_probs),
+              'log_likelihoods': _float32(log_likelihoods),
+              'classes': tf.argmax(log_probs, axis=-1, output_type=tf.int32)}
 
     # Autograph off: the model's loops run over static shapes, and tracing
     # is twice as fast without it.
     function = functools.partial(tf.function, autograph=False)
     images = tf.TensorSpec([None, *model.image_shape], tf.float32, 'images')
-    self.log_prob = function(log_prob, input_signature=[images])
-    self.bits_per_dim = function(bits_per_dim, input_signature=[images])
-    self.encode = function(encode, input_signature=[images])
+    label_specs = ([] if model.num_classes is None else
+                   [tf.TensorSpec([None], tf.int32, 'labels')])
+    self.log_prob = function(log_prob, input_signature=[images] + label_specs)
+    self.bits_per_dim = function(bits_per_dim,
+                                 input_signature=[images] + label_specs)
+    self.encode = function(encode, input_signature=[images] + label_specs)
     self.decode = function(decode, input_signature=[
-        tf.TensorSpec([None, model.num_dims], tf.float32, 'latents')])
+        tf.TensorSpec([None, model.num_dims], tf.float32, 'latents')
+    ] + label_specs)
     self.sample = function(sample, input_signature=[
         tf.TensorSpec([], tf.int32, 'n'),
         tf.TensorSpec([], tf.float32, 'temperature'),
         tf.TensorSpec([2], tf.int32, 'seed'),
-    ])
+    ] + label_specs)
+    self.signature_names = SIGNATURES
+    if model.num_classes is not None:
+      self.classify = function(classify, input_signature=[images])
+      self.signature_names = CONDITIONAL_SIGNATURES
 
 
 def _float32(x):
@@ -173,7 +209,8 @@ def save(model, path):
   try:
     tf.saved_model.save(
         module, saved,
-        signatures={key: getattr(module, key) for key in SIGNATURES})
+        signatures={key: getattr(module, key)
+                    for key in module.signature_names})
     if remote:
       _copy_over(saved, path)
     else:
@@ -279,7 +316,10 @@ def load(path):
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     raise ExportError(
         f'Cannot load a SavedModel from {path!r}: {reason}') from error
-  missing = [name for name in SIGNATURES if name not in loaded.signatures]
+  conditional = int(getattr(loaded, 'num_classes', 0)) > 0
+  missing = [name for name in
+             (CONDITIONAL_SIGNATURES if conditional else SIGNATURES)
+             if name not in loaded.signatures]
   if missing:
     raise ExportError(
         f'The SavedModel at {path!r} is not a CIncFlow export: it lacks the '

@@ -32,6 +32,14 @@ class CIncFlow(keras.Model):
   or Glow's '1x1') and `coupling` the coupling ('quad' or 'affine'): Glow is
   `conv='1x1', coupling='affine'`.
 
+  With `num_classes=K`, the flow is class-conditional (Glow's `ycond`): the
+  top prior and every factored-out prior add a learned per-class offset
+  (zero at the start) to their per-channel mean and log scale; the steps are
+  shared by all classes. Then every method takes int labels in `0..K-1`
+  (`[B]`, or a scalar for all), `fit` trains on `(images, labels)` pairs,
+  and `classify(x)` gives `log p(y | x)` by Bayes' rule under a uniform
+  class prior (or the `log_prior` given), whose accuracy `evaluate` reports.
+
   Inputs are dequantized images in `[-0.5, 0.5)` (see `cinc_tfp.data`), of
   shape `[B, H, W, C]`. `fit` minimizes bits per dimension of the discrete
   data, `-log p(x) / (H W C ln 2) + n_bits`, on training and validation data.
@@ -49,8 +57,9 @@ class CIncFlow(keras.Model):
       image_shape: `(H, W, C)`; `H` and `W` divisible by `2**levels`.
       **options: the model options of `config.FlowConfig` (`levels`,
         `depth`, `width`, `conv`, `coupling`, `kernel_size`, `scale`,
-        `corner`, `n_bits`, `seed`, `recompute`; each documented there, with its
-        default), and what `keras.Model` takes (e.g. `name`, `dtype`).
+        `corner`, `n_bits`, `seed`, `recompute`, `num_classes`; each
+        documented there, with its default), and what `keras.Model` takes
+        (e.g. `name`, `dtype`).
     """
     names = [field.name for field in config_lib.FlowConfig.options()]
     self.config = config_lib.FlowConfig(
@@ -85,13 +94,17 @@ class CIncFlow(keras.Model):
             name=f'level{level}_step{step}'))
       if level < levels - 1:
         self.priors.append(layers.PriorLayer(
-            shape, dtype=self.dtype_policy, name=f'level{level}_prior'))
+            shape, self.num_classes, dtype=self.dtype_policy,
+            name=f'level{level}_prior'))
         channels //= 2
     self.top_shape = (height, width_px, channels)
     self.top_prior = layers.ActNormLayer(
-        channels, data_init=False, dtype=self.dtype_policy, name='top_prior')
+        channels, data_init=False, num_classes=self.num_classes,
+        dtype=self.dtype_policy, name='top_prior')
     layers.keep_by_name(self, self.steps + self.priors)
     self.bits_per_dim_tracker = keras.metrics.Mean(name='bits_per_dim')
+    self.accuracy_tracker = (None if self.num_classes is None else
+                             keras.metrics.Mean(name='accuracy'))
     self.build()
 
   @property
@@ -121,7 +134,7 @@ class CIncFlow(keras.Model):
 
   # The flow as TFP objects.
 
-  def bijector(self, data_init=False, recompute=False):
+  def bijector(self, data_init=False, recompute=False, labels=None):
     """The data-to-latent bijector: images `[..., H, W, C]` to `[..., H*W*C]`.
 
     A `tfb.Chain` of this package's bijectors, built from the current
@@ -129,13 +142,21 @@ class CIncFlow(keras.Model):
     first batch they transform (see `initialize`). With `recompute`, each
     level's steps are one `bijectors.Recompute`, whose `forward_and_log_det`
     is differentiated without storing the steps' activations (what
-    `log_prob` uses when the model's `recompute` option is on).
+    `log_prob` uses when the model's `recompute` option is on). A
+    class-conditional flow needs `labels` (ints, any shape): the priors then
+    have their batch shape, which broadcasts against the images'.
     """
+    if not data_init:  # Initialization ignores the priors.
+      labels = self._check_labels(labels)
+    return self._bijector(data_init, recompute, labels)
+
+  def _bijector(self, data_init=False, recompute=False, labels=None):
+    """`bijector`, for `labels` checked already."""
     height, width, channels = self.top_shape
     inner = tfb.Chain([
         tfb.Reshape([height * width * channels],
                     event_shape_in=[height, width, channels]),
-        self.top_prior.bijector()
+        self.top_prior.bijector(labels=labels)
     ], name='top')
     for level in reversed(range(self.levels)):
       steps = [bijectors.Squeeze()]
@@ -147,17 +168,22 @@ class CIncFlow(keras.Model):
         for flow_step in level_steps:
           steps += flow_step.bijectors(data_init)
       if level < self.levels - 1:
-        steps.append(self.priors[level].bijector(inner))
+        steps.append(self.priors[level].bijector(inner, labels))
       else:
         steps.append(inner)
       inner = tfb.Chain(list(reversed(steps)), name=f'level{level}')
     return inner
 
-  def distribution(self):
-    """`tfd.TransformedDistribution` of the images under the current weights."""
+  def distribution(self, labels=None):
+    """`tfd.TransformedDistribution` of the images under the current weights;
+    of a class-conditional flow, given `labels` (its batch shape)."""
+    labels = self._check_labels(labels)
+    batch_shape = [] if labels is None else tf.shape(labels)
     base = tfd.Sample(
-        tfd.Normal(tf.constant(0., self.compute_dtype), 1.), [self.num_dims])
-    return tfd.TransformedDistribution(base, tfb.Invert(self.bijector()))
+        tfd.Normal(tf.zeros(batch_shape, self.compute_dtype), 1.),
+        [self.num_dims])
+    return tfd.TransformedDistribution(
+        base, tfb.Invert(self._bijector(labels=labels)))
 
   # Likelihood.
 
@@ -174,37 +200,118 @@ class CIncFlow(keras.Model):
           f'{", ".join(map(str, self.image_shape))}], got {x.shape}.')
     return _check_range(tf.cast(x, self.compute_dtype))
 
-  def encode_with_log_det(self, x):
+  def _check_labels(self, labels, batch=None):
+    """`labels` as int32, checked: none for an unconditional flow; ints in
+    `0..num_classes-1` for a class-conditional one, a scalar or `[batch]`
+    when `batch` (the images' count, an int or a scalar tensor) is given. A
+    `ValueError`, or an `InvalidArgumentError` in a graph."""
+    if self.num_classes is None:
+      if labels is not None:
+        raise ValueError('CIncFlow: this flow is unconditional '
+                         '(num_classes=None); it takes no labels.')
+      return None
+    if labels is None:
+      raise ValueError(
+          f'CIncFlow: this flow is class-conditional (num_classes='
+          f'{self.num_classes}); pass labels, one int class per image or one '
+          f'for all.')
+    labels = tf.convert_to_tensor(labels)
+    if not labels.dtype.is_integer:
+      raise ValueError(
+          f'CIncFlow: labels must be int class indices in 0..'
+          f'{self.num_classes - 1}, got {labels.dtype.name} values.')
+    if batch is not None and (
+        labels.shape.rank not in (0, 1) or
+        (labels.shape.rank == 1 and None not in (labels.shape[0], batch) and
+         not tf.is_tensor(batch) and labels.shape[0] != batch)):
+      raise ValueError(
+          f'CIncFlow: expected one label per image ([{batch}]) or one for '
+          f'all ([]), got labels of shape {labels.shape}.')
+    labels = tf.cast(labels, tf.int32)
+    inside = tf.reduce_all((labels >= 0) & (labels < self.num_classes))
+    message = (f'CIncFlow: labels must be in 0..{self.num_classes - 1} '
+               f'(num_classes={self.num_classes})')
+    if tf.executing_eagerly():
+      if not bool(inside):
+        raise ValueError(f'{message}, got {labels.numpy().tolist()}.')
+      return labels
+    checks = [tf.debugging.Assert(inside, [message + ', got', labels])]
+    if batch is not None and labels.shape.rank == 1:
+      checks.append(tf.debugging.assert_equal(
+          tf.size(labels), tf.cast(batch, tf.int32),
+          message='CIncFlow: expected one label per image or one for all'))
+    with tf.control_dependencies(checks):
+      return tf.identity(labels)
+
+  def encode_with_log_det(self, x, labels=None):
     """`(z, log|det dz/dx|)` for a batch of images, in one sweep (whose
     gradient recomputes the steps' activations when `recompute` is on)."""
-    return fused.forward_and_log_det(self.bijector(recompute=self.recompute),
-                                     self._check_images(x))
+    x = self._check_images(x)
+    labels = self._check_labels(labels, _batch_size(x))
+    return fused.forward_and_log_det(
+        self._bijector(recompute=self.recompute, labels=labels), x)
 
-  def log_prob(self, x):
-    """Log-density of dequantized images `x` (`[B, H, W, C]`), in nats."""
-    z, log_det = self.encode_with_log_det(x)
+  def _log_prob_of(self, z, log_det):
+    """`log p(x)` from the latent `z` of `x` and the log-det of `x -> z`."""
     base = -0.5 * tf.reduce_sum(z**2, axis=-1) - 0.5 * self.num_dims * math.log(
         2. * math.pi)
     return base + log_det
 
-  def bits_per_dim(self, x):
+  def log_prob(self, x, labels=None):
+    """Log-density of dequantized images `x` (`[B, H, W, C]`), in nats (of a
+    class-conditional flow: `log p(x | labels)`)."""
+    return self._log_prob_of(*self.encode_with_log_det(x, labels))
+
+  def _bits(self, log_prob):
+    return -log_prob / (self.num_dims * math.log(2.)) + self.n_bits
+
+  def bits_per_dim(self, x, labels=None):
     """Bits per dimension of the discrete images that `x` dequantizes."""
-    return (-self.log_prob(x) / (self.num_dims * math.log(2.)) + self.n_bits)
+    return self._bits(self.log_prob(x, labels))
+
+  def class_log_likelihoods(self, x):
+    """`[B, K]`: `log p(x | y)` of each image for every class `y`, from one
+    pass through the flow's steps (only the priors differ between classes)."""
+    if self.num_classes is None:
+      raise ValueError('CIncFlow: an unconditional flow (num_classes=None) '
+                       'has no classes.')
+    x = self._check_images(x)
+    every_class = tf.range(self.num_classes)[:, tf.newaxis]
+    z, log_det = fused.forward_and_log_det(
+        self._bijector(labels=every_class), x)
+    return tf.transpose(self._log_prob_of(z, log_det))
+
+  def classify(self, x, log_prior=None):
+    """`[B, K]`: `log p(y | x)` for every class `y`, by Bayes' rule from
+    `log p(x | y) + log p(y)`; the class prior `log_prior` (`[K]`, log
+    probabilities) is uniform unless given."""
+    log_joint = self.class_log_likelihoods(x)
+    if log_prior is not None:
+      log_prior = tf.convert_to_tensor(log_prior, self.compute_dtype)
+      if log_prior.shape != [self.num_classes]:
+        raise ValueError(
+            f'CIncFlow.classify: log_prior must have shape '
+            f'[{self.num_classes}], got {log_prior.shape}.')
+      log_joint += log_prior
+    return tf.nn.log_softmax(log_joint, axis=-1)
 
   # Exact encoding, decoding and sampling.
 
-  def encode(self, x):
+  def encode(self, x, labels=None):
     """Latent vectors `[B, H*W*C]` of images `x`."""
-    return self.bijector().forward(self._check_images(x))
+    x = self._check_images(x)
+    labels = self._check_labels(labels, _batch_size(x))
+    return self._bijector(labels=labels).forward(x)
 
-  def decode(self, z):
+  def decode(self, z, labels=None):
     """Images of latent vectors `z` (`[B, H*W*C]`): the exact inverse."""
     z = tf.cast(z, self.compute_dtype)
     if z.shape.rank != 2 or z.shape[-1] != self.num_dims:
       raise ValueError(
           f'CIncFlow: expected latent vectors of shape [B, {self.num_dims}], '
           f'got {z.shape}.')
-    x = self.bijector().inverse(z)
+    labels = self._check_labels(labels, _batch_size(z))
+    x = self._bijector(labels=labels).inverse(z)
     if tf.executing_eagerly():
       invalid = int(tf.reduce_sum(tf.cast(~finite_images(x), tf.int32)))
       if invalid:
@@ -214,24 +321,26 @@ class CIncFlow(keras.Model):
             f'finite_images(x) tells which.', RuntimeWarning, stacklevel=2)
     return x
 
-  def sample(self, n, temperature=1.0, seed=None):
+  def sample(self, n, temperature=1.0, seed=None, labels=None):
     """`n` images; the base normal is scaled by `temperature` (Glow).
 
     `seed` is a non-negative int (Python, NumPy or a scalar tensor) or a
     `[2]` int stateless seed: the same seed gives the same images. `None`
     draws a fresh seed. `n` must be a positive int and `temperature` a
     finite number above 0 (a `ValueError`, or an `InvalidArgumentError` in a
-    graph).
+    graph). A class-conditional flow samples the classes `labels`: `[n]`, or
+    one for all.
     """
     n, temperature = _check_sample_arguments(n, temperature)
     z = tf.random.stateless_normal(tf.stack([n, self.num_dims]),
                                    init.stateless_seed(seed),
                                    dtype=self.compute_dtype)
-    return self.decode(z * tf.cast(temperature, self.compute_dtype))
+    return self.decode(z * tf.cast(temperature, self.compute_dtype), labels)
 
-  def call(self, x):
-    """`log_prob(x)`: what `model(x)` and `predict` return."""
-    return self.log_prob(x)
+  def call(self, inputs):
+    """`log_prob`: what `model(x)` and `predict` return; a class-conditional
+    flow takes `(x, labels)`."""
+    return self.log_prob(*self._images_and_labels(inputs, 'call'))
 
   # Training.
 
@@ -270,12 +379,27 @@ class CIncFlow(keras.Model):
 
   @property
   def metrics(self):
-    return [self.bits_per_dim_tracker]
+    if self.accuracy_tracker is None:
+      return [self.bits_per_dim_tracker]
+    return [self.bits_per_dim_tracker, self.accuracy_tracker]
+
+  def _images_and_labels(self, data, method):
+    """`(x, labels)` of a batch: `(x, labels, ...)` for a class-conditional
+    flow; `x` or `(x, ...)` (anything after `x` ignored) otherwise."""
+    pair = isinstance(data, (tuple, list))
+    if self.num_classes is None:
+      return (data[0] if pair else data), None
+    if not pair or len(data) < 2 or data[1] is None:
+      raise ValueError(
+          f'CIncFlow.{method}: a class-conditional flow (num_classes='
+          f'{self.num_classes}) takes (images, labels) pairs, got images '
+          f'alone.')
+    return data[0], data[1]
 
   def train_step(self, data):
-    x = data[0] if isinstance(data, (tuple, list)) else data
+    x, labels = self._images_and_labels(data, 'fit')
     with tf.GradientTape() as tape:
-      bits = tf.reduce_mean(self.bits_per_dim(x))
+      bits = tf.reduce_mean(self.bits_per_dim(x, labels))
       # Keras sums gradients over replicas: scale each replica's share.
       loss = bits / tf.distribute.get_strategy().num_replicas_in_sync
     gradients = tape.gradient(loss, self.trainable_variables)
@@ -284,9 +408,25 @@ class CIncFlow(keras.Model):
     return {'bits_per_dim': _log(self.bits_per_dim_tracker.result())}
 
   def test_step(self, data):
-    x = data[0] if isinstance(data, (tuple, list)) else data
-    self.bits_per_dim_tracker.update_state(tf.reduce_mean(self.bits_per_dim(x)))
-    return {'bits_per_dim': _log(self.bits_per_dim_tracker.result())}
+    x, labels = self._images_and_labels(data, 'evaluate')
+    if labels is None:
+      self.bits_per_dim_tracker.update_state(
+          tf.reduce_mean(self.bits_per_dim(x)))
+      return {'bits_per_dim': _log(self.bits_per_dim_tracker.result())}
+    labels = self._check_labels(labels, _batch_size(x))
+    log_likelihoods = self.class_log_likelihoods(x)
+    labels = tf.broadcast_to(labels, tf.shape(log_likelihoods)[:1])
+    log_prob = tf.gather(log_likelihoods, labels, axis=1, batch_dims=1)
+    correct = tf.argmax(log_likelihoods, axis=-1, output_type=tf.int32) == labels
+    self.bits_per_dim_tracker.update_state(tf.reduce_mean(self._bits(log_prob)))
+    self.accuracy_tracker.update_state(tf.cast(correct, self.compute_dtype))
+    return {'bits_per_dim': _log(self.bits_per_dim_tracker.result()),
+            'accuracy': _log(self.accuracy_tracker.result())}
+
+
+def _batch_size(x):
+  """The leading dimension of `x`: static if known, else a scalar tensor."""
+  return x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
 
 
 def finite_images(x):

@@ -46,11 +46,24 @@ def _add_weights(layer, parameters):
   return tuple(parameters)
 
 
+def _class_offsets(num_classes, size, dtype_policy):
+  """A learned `[num_classes, size]` table of per-class offsets, zero at the
+  start (Glow's linear map of the one-hot class, as a lookup), or `None`."""
+  if num_classes is None:
+    return None
+  table = keras.layers.Embedding(num_classes, size,
+                                 embeddings_initializer='zeros',
+                                 dtype=dtype_policy, name='class_offsets')
+  table.build()
+  return table
+
+
 class ActNormLayer(keras.layers.Layer):
   """Weights of an `ActNorm` (data-initialized) or of a learned Gaussian
-  prior with per-channel mean and scale (`data_init=False`, zero start)."""
+  prior with per-channel mean and scale (`data_init=False`, zero start), and
+  with `num_classes`, per-class offsets of that prior's log scale and bias."""
 
-  def __init__(self, channels, data_init=True, **kwargs):
+  def __init__(self, channels, data_init=True, num_classes=None, **kwargs):
     super().__init__(**kwargs)
     self.channels = channels
     self.data_init = data_init
@@ -59,15 +72,25 @@ class ActNormLayer(keras.layers.Layer):
       self.initialized = self.add_weight(
           shape=(), initializer='zeros', dtype='bool', trainable=False,
           name='initialized')
+    with keras.name_scope(self.name):  # See CouplingLayer.
+      self.class_offsets = _class_offsets(num_classes, 2 * channels,
+                                          self.dtype_policy)
     self.built = True  # every weight exists, with its final shape
 
-  def bijector(self, data_init=False):
+  def bijector(self, data_init=False, labels=None):
     """The `ActNorm`; with `data_init`, it initializes its weights from the
-    first batch it transforms (once: the flag is saved with the weights)."""
+    first batch it transforms (once: the flag is saved with the weights).
+    With `labels` (int, `[...]`), the class-conditional prior of each label:
+    an `ActNorm` of batch shape `labels.shape`."""
     if data_init and self.data_init:
       return bijectors.ActNorm(self.log_scale.value, self.bias.value,
                                initialized=self.initialized.value)
-    return bijectors.ActNorm(_value(self.log_scale), _value(self.bias))
+    log_scale, bias = _value(self.log_scale), _value(self.bias)
+    if labels is not None:
+      log_scale_offset, bias_offset = tf.split(self.class_offsets(labels), 2,
+                                               axis=-1)
+      log_scale, bias = log_scale + log_scale_offset, bias + bias_offset
+    return bijectors.ActNorm(log_scale, bias)
 
 
 class _PlanCache:
@@ -238,9 +261,10 @@ class FlowStep(keras.layers.Layer):
 
 
 class PriorLayer(keras.layers.Layer):
-  """The network of a `FactorOut`'s conditional Gaussian prior."""
+  """The network of a `FactorOut`'s conditional Gaussian prior, and with
+  `num_classes`, per-class offsets of its outputs (mean and raw log scale)."""
 
-  def __init__(self, image_shape, **kwargs):
+  def __init__(self, image_shape, num_classes=None, **kwargs):
     super().__init__(**kwargs)
     height, width, channels = image_shape
     self.image_shape = tuple(image_shape)
@@ -248,7 +272,13 @@ class PriorLayer(keras.layers.Layer):
       self.network = nets.ZeroConv2D(channels, dtype=self.dtype_policy,
                                      name='prior')
       self.network.build((None, height, width, channels // 2))
+      self.class_offsets = _class_offsets(num_classes, channels,
+                                          self.dtype_policy)
     self.built = True  # every weight exists, with its final shape
 
-  def bijector(self, inner):
-    return bijectors.FactorOut(self.network, inner, self.image_shape)
+  def bijector(self, inner, labels=None):
+    """The `FactorOut` into `inner`; with `labels` (int, `[...]`), each
+    label's class-conditional prior (a batch of `labels.shape`)."""
+    condition = None if labels is None else self.class_offsets(labels)
+    return bijectors.FactorOut(self.network, inner, self.image_shape,
+                               condition=condition)

@@ -43,7 +43,7 @@ from cinc_tfp._paths import resolve
 __all__ = [
     'CONFIG_FILE', 'RUN_KEYS', 'MODEL_KEYS', 'RunDirectory', 'RunError',
     'TrainedFlow', 'build_model', 'build_optimizer', 'check_writable',
-    'mean_bits_per_dim', 'resolve', 'restore', 'sample_grid',
+    'class_grid', 'evaluate', 'resolve', 'restore', 'sample_grid',
     'training_stream'
 ]
 
@@ -65,8 +65,11 @@ _STRING_KEYS = ('dataset', 'optimizer') + tuple(
 _FLOAT_KEYS = ('learning_rate', 'ema')
 _BOOL_KEYS = tuple(option.name for option in config_lib.FlowConfig.options()
                    if option.metadata['boolean'])
+_OPTIONAL_KEYS = tuple(option.name
+                       for option in config_lib.FlowConfig.options()
+                       if option.metadata['optional'])
 # Keys added after runs were first written, with the value those runs had.
-_ADDED_KEYS = {'recompute': False}
+_ADDED_KEYS = {'recompute': False, 'num_classes': None}
 
 
 class RunError(Exception):
@@ -99,6 +102,8 @@ def check_writable(path, name, directory):
 
 
 def _has_config_type(key, value):
+  if value is None:
+    return key in _OPTIONAL_KEYS
   if key in _STRING_KEYS:
     return isinstance(value, str)
   if key in _BOOL_KEYS or isinstance(value, bool):
@@ -349,99 +354,159 @@ def training_stream(images, config):
 class TrainedFlow:
   """A trained flow for inference, from a run directory or a SavedModel.
 
+  Both serve the functions of `cinc_tfp.export` (the run directory's in
+  memory, `export.serving_module`), so they behave alike. Methods take and
+  give float images and latents; a class-conditional flow takes `labels`
+  (one int per image, or one for all) and classifies.
+
   Attributes:
     image_shape: `(H, W, C)`.
     n_bits: bit depth of the data it models.
+    num_classes: classes of a class-conditional flow, else None.
     dataset: the dataset it was trained on, or None if unknown.
   """
 
-  def __init__(self, bits_per_dim, encode, decode, sample, image_shape,
-               n_bits, dataset=None, keep_alive=None):
-    self._keep_alive = keep_alive  # What the functions need to stay alive.
-    self.bits_per_dim = bits_per_dim
-    self.encode = encode
-    self.decode = decode
-    self._sample = sample
-    self.image_shape = tuple(image_shape)
-    self.n_bits = n_bits
+  def __init__(self, served, dataset=None):
+    self._served = served  # The functions hold weak references to it.
+    self.image_shape = tuple(int(s) for s in served.image_shape.numpy())
+    self.n_bits = int(served.n_bits.numpy())
+    self.num_classes = int(getattr(served, 'num_classes', 0)) or None
     self.dataset = dataset
 
   @classmethod
   def from_run_directory(cls, path):
     """The flow of a run's newest checkpoint (EMA weights if kept)."""
     model, config, _ = RunDirectory(path).restore_for_inference()
-    images = tf.TensorSpec([None, *model.image_shape], tf.float32)
-    latents = tf.TensorSpec([None, model.num_dims], tf.float32)
-    return cls(tf.function(model.bits_per_dim, input_signature=[images]),
-               tf.function(model.encode, input_signature=[images]),
-               tf.function(model.decode, input_signature=[latents]),
-               tf.function(model.sample), model.image_shape, model.n_bits,
-               config['dataset'])
+    return cls(export.serving_module(model), config['dataset'])
+
+  @classmethod
+  def from_model(cls, model, dataset=None):
+    """The flow of a `CIncFlow` in memory, on its current weights."""
+    return cls(export.serving_module(model), dataset)
 
   @classmethod
   def from_saved_model(cls, path):
     """The flow of a `cinc_tfp.export` SavedModel."""
-    loaded = export.load(path)
+    return cls(export.load(path))
 
-    def sample(n, temperature, seed):
-      return loaded.sample(tf.constant(n, tf.int32), temperature,
-                           seed)['images']
+  def _labels(self, labels, count):
+    """`()` for an unconditional flow, else `(int32 [count] labels,)`."""
+    if self.num_classes is None:
+      if labels is not None:
+        raise RunError('This flow is unconditional: it takes no labels.')
+      return ()
+    if labels is None:
+      raise RunError(f'This flow is class-conditional ({self.num_classes} '
+                     'classes): give labels.')
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in 'iu' or labels.ndim > 1 or (
+        labels.ndim == 1 and len(labels) != count):
+      raise RunError(f'Labels must be one int per image ({count}) or one for '
+                     f'all, got {labels.tolist()!r}.')
+    if np.any((labels < 0) | (labels >= self.num_classes)):
+      raise RunError(f'Labels must be in 0..{self.num_classes - 1}, got '
+                     f'{labels.tolist()!r}.')
+    return (tf.constant(np.broadcast_to(labels, [count]), tf.int32),)
 
-    # The loaded functions hold weak references to `loaded`: keep it.
-    return cls(lambda x: loaded.bits_per_dim(x)['bits_per_dim'],
-               lambda x: loaded.encode(x)['latents'],
-               lambda z: loaded.decode(z)['images'], sample,
-               [int(s) for s in loaded.image_shape.numpy()],
-               int(loaded.n_bits.numpy()), keep_alive=loaded)
+  def bits_per_dim(self, x, labels=None):
+    """`[B]` bits per dimension of dequantized images `x`."""
+    return self._served.bits_per_dim(
+        x, *self._labels(labels, len(x)))['bits_per_dim']
 
-  def sample(self, n, temperature, seed):
+  def encode(self, x, labels=None):
+    return self._served.encode(x, *self._labels(labels, len(x)))['latents']
+
+  def decode(self, z, labels=None):
+    return self._served.decode(z, *self._labels(labels, len(z)))['images']
+
+  def sample(self, n, temperature, seed, labels=None):
     """`n` float images at `temperature`; `seed` is a pair of ints."""
-    return self._sample(n, tf.constant(temperature, tf.float32),
-                        tf.constant(seed, tf.int32))
+    return self._served.sample(
+        tf.constant(n, tf.int32), tf.constant(temperature, tf.float32),
+        tf.constant(seed, tf.int32), *self._labels(labels, n))['images']
 
-  def interpolate(self, endpoints, steps, seed):
+  def classify(self, x):
+    """The `export` `classify` outputs of images `x` (a conditional flow)."""
+    if self.num_classes is None:
+      raise RunError('This flow is unconditional: it has no classes.')
+    return self._served.classify(x)
+
+  def interpolate(self, endpoints, steps, seed, labels=None):
     """Float images decoded at `steps + 2` evenly spaced points of the line
     between the latents of two `uint8` images `endpoints` (dequantized with
-    `seed`), both ends included."""
+    `seed`), both ends included; of a conditional flow, encoded with their
+    `labels` and decoded with the first's."""
     x = data.dequantize(endpoints, self.n_bits, seed=tf.constant([seed, 0]))
-    z = self.encode(x)
+    z = self.encode(x, labels)
     alphas = tf.linspace(0., 1., steps + 2)[:, None]
-    return self.decode((1. - alphas) * z[0] + alphas * z[1])
+    first = None if labels is None else np.asarray(labels).reshape(-1)[0]
+    return self.decode((1. - alphas) * z[0] + alphas * z[1], first)
 
 
-def mean_bits_per_dim(bits_fn, images, n_bits, batch_size=256, seed=0):
-  """Mean bits/dim over every image of a `uint8` dataset.
+def evaluate(trained, images, batch_size=256, seed=0):
+  """Mean bits/dim over every image of a `uint8` dataset and, of a
+  class-conditional `TrainedFlow` on `(image, label)` pairs, the accuracy
+  of its classification.
 
   Each image is dequantized with a fixed seed (`data.pipeline`), so the
-  number is reproducible; the mean is over images (a last partial batch
-  counts by its size).
+  numbers are reproducible; the means are over images (a last partial batch
+  counts by its size). A conditional flow makes one pass per batch: the
+  bits/dim are those of the true labels' `log p(x | y)`.
+
+  Returns:
+    dict: 'bits_per_dim', and 'accuracy' for a conditional flow.
   """
-  batches = data.pipeline(images, batch_size, n_bits, shuffle=False,
+  batches = data.pipeline(images, batch_size, trained.n_bits, shuffle=False,
                           seed=seed, drop_remainder=False)
-  total, count = 0.0, 0
+  bits, correct = [], []
+  num_dims = int(np.prod(trained.image_shape))
   for batch in batches:
-    bits = np.asarray(bits_fn(batch), np.float64)
-    total += float(bits.sum())
-    count += bits.size
-  if not count:
+    if trained.num_classes is None:
+      bits.append(np.asarray(trained.bits_per_dim(batch), np.float64))
+      continue
+    x, labels = batch
+    labels = labels.numpy()
+    outputs = trained.classify(x)
+    log_likelihood = np.asarray(outputs['log_likelihoods'], np.float64)[
+        np.arange(len(labels)), labels]
+    bits.append(-log_likelihood / (num_dims * math.log(2.)) + trained.n_bits)
+    correct.append(outputs['classes'].numpy() == labels)
+  if not bits:
     raise RunError('The evaluation split holds no image.')
-  return total / count
+  result = {'bits_per_dim': float(np.concatenate(bits).mean())}
+  if correct:
+    result['accuracy'] = float(np.concatenate(correct).mean())
+  return result
 
 
-def sample_grid(sample_fn, temperatures, per_row, n_bits, seed=0):
-  """A `uint8` grid of samples: one row per temperature.
+def sample_grid(trained, temperatures, per_row, seed=0):
+  """A `uint8` grid of samples of a `TrainedFlow`: one row per temperature
+  (of a class-conditional flow, sample `j` of a row is of class `j % K`).
 
   Args:
-    sample_fn: `(n, temperature, seed) -> float images`.
+    trained: a `TrainedFlow`.
     temperatures: the rows' temperatures.
     per_row: samples per row.
-    n_bits: bit depth, for quantizing to display.
     seed: int; row `i` uses the stateless seed `[seed, i]`.
   """
-  rows = [data.quantize(sample_fn(per_row, tf.constant(t, tf.float32),
-                                  tf.constant([seed, i], tf.int32)), n_bits)
+  labels = (None if trained.num_classes is None else
+            np.arange(per_row) % trained.num_classes)
+  rows = [data.quantize(trained.sample(per_row, t, [seed, i], labels),
+                        trained.n_bits)
           for i, t in enumerate(temperatures)]
   return data.image_grid(np.concatenate(rows), rows=len(temperatures))
+
+
+def class_grid(trained, per_class, temperature, seed=0):
+  """A `uint8` grid of samples of a class-conditional `TrainedFlow`: row `k`
+  holds `per_class` samples of class `k`, at `temperature`, all drawn with
+  the stateless seed `[seed, 0]`."""
+  if trained.num_classes is None:
+    raise RunError('This flow is unconditional: it has no classes.')
+  labels = np.repeat(np.arange(trained.num_classes), per_class)
+  images = trained.sample(len(labels), temperature, [seed, 0], labels)
+  return data.image_grid(data.quantize(images, trained.n_bits).numpy(),
+                         rows=trained.num_classes)
 
 
 def _first_line(error):

@@ -9,7 +9,9 @@ exports the SavedModel unless `options['export']` is false (the layout is
 of `run.RUN_KEYS` and those of the course of the run, which may change from
 one start to the next: 'model_dir', 'steps', 'steps_per_epoch',
 'checkpoint_every', 'strategy', 'eval_split', 'temperatures', 'data_dir',
-'download' and 'export' (as `train.train`'s flags).
+'download' and 'export' (as `train.train`'s flags), and 'conditional': a
+class-conditional flow of the dataset's classes (`num_classes` in the run's
+configuration), trained on its labels.
 """
 
 import math
@@ -134,20 +136,19 @@ class SampleImages(keras.callbacks.Callback):
   """Writes a grid of samples (one row per temperature) to TensorBoard at
   the end of every epoch."""
 
-  def __init__(self, log_dir, sample_fn, temperatures, n_bits, guard):
+  def __init__(self, log_dir, trained, temperatures, guard):
     super().__init__()
     self.writer = tf.summary.create_file_writer(os.path.join(log_dir,
                                                              'samples'))
-    self.sample_fn = sample_fn
+    self.trained = trained
     self.temperatures = temperatures
-    self.n_bits = n_bits
     self.guard = guard
 
   def on_epoch_end(self, epoch, logs=None):
     if self.guard.diverged:
       return
-    grid = run_lib.sample_grid(self.sample_fn, self.temperatures,
-                               SAMPLES_PER_ROW, self.n_bits)
+    grid = run_lib.sample_grid(self.trained, self.temperatures,
+                               _samples_per_row(self.trained))
     with self.writer.as_default():
       tf.summary.image('samples', grid[None],
                        step=int(self.model.optimizer.iterations.numpy()))
@@ -157,18 +158,30 @@ class SampleImages(keras.callbacks.Callback):
     self.writer.close()
 
 
+def _samples_per_row(trained):
+  """Samples per row of the sample grids: one per class of a conditional
+  flow (at least `SAMPLES_PER_ROW`)."""
+  return max(SAMPLES_PER_ROW, trained.num_classes or 0)
+
+
 def _data_and_config(options):
-  """Train and held-out `uint8` datasets, and the run configuration."""
-  size = options['image_size'] or data.default_image_size(options['dataset'])
-  split = options['eval_split'] or data.default_eval_split(
-      options['dataset'])
+  """Train and held-out `uint8` datasets (of `(image, label)` pairs for a
+  conditional run), and the run configuration."""
+  name = options['dataset']
+  size = options['image_size'] or data.default_image_size(name)
+  split = options['eval_split'] or data.default_eval_split(name)
+  conditional = options.get('conditional', False)
   train_images, test_images = (
-      data.load_images(options['dataset'], name, size, options['data_dir'],
-                       options['download'])
-      for name in ('train', split))
+      data.load_images(name, split_name, size, options['data_dir'],
+                       options['download'], labels=conditional)
+      for split_name in ('train', split))
   config = {key: options[key] for key in run_lib.RUN_KEYS if key in options}
-  config.update(image_size=size,
-                channels=int(train_images.element_spec.shape[-1]))
+  image_spec = (train_images.element_spec[0] if conditional else
+                train_images.element_spec)
+  config.update(
+      image_size=size, channels=int(image_spec.shape[-1]),
+      num_classes=(len(data.class_names(name, options['data_dir']))
+                   if conditional else None))
   return train_images, test_images, config
 
 
@@ -200,7 +213,7 @@ def _restore_or_start(config, strategy, run_dir, write_dir, interval, chief):
       checkpoint, write_dir, optimizer.iterations, interval)
 
 
-def _fit(model, manager, train_images, config, options, log_dir, sample_fn,
+def _fit(model, manager, train_images, config, options, log_dir, trained,
          temperatures):
   """Trains from the restored step to `options['steps']`, epoch by epoch
   (`fit_segments`), from the run's training stream."""
@@ -216,8 +229,7 @@ def _fit(model, manager, train_images, config, options, log_dir, sample_fn,
             guard,
             keras.callbacks.TensorBoard(log_dir, write_graph=False,
                                         profile_batch=0),
-            SampleImages(log_dir, sample_fn, temperatures, config['n_bits'],
-                         guard),
+            SampleImages(log_dir, trained, temperatures, guard),
         ])
     if guard.diverged:
       raise run_lib.RunError(guard.diverged)
@@ -228,8 +240,8 @@ def train(options, strategy=None):
   under `strategy` (default: `make_strategy(options['strategy'])`).
 
   Returns:
-    dict with 'test_bits_per_dim', 'step' (the optimizer steps done) and
-    'model_dir'.
+    dict with 'test_bits_per_dim', 'step' (the optimizer steps done),
+    'model_dir', and for a conditional run 'test_accuracy'.
   """
   strategy = strategy or make_strategy(options['strategy'])
   run_dir = run_lib.RunDirectory(options['model_dir'])
@@ -242,25 +254,26 @@ def train(options, strategy=None):
     model, manager = _restore_or_start(
         config, strategy, run_dir, write_dir, options['checkpoint_every'],
         chief)
-    sample_fn = tf.function(model.sample)
+    trained = run_lib.TrainedFlow.from_model(model, config['dataset'])
     temperatures = [float(t) for t in options['temperatures']]
     _fit(model, manager, train_images, config, options,
-         os.path.join(write_dir, 'tensorboard'), sample_fn, temperatures)
+         os.path.join(write_dir, 'tensorboard'), trained, temperatures)
     step = int(model.optimizer.iterations.numpy())
 
     # The run's checkpoints are final: the averaged weights replace the raw.
     training.use_averaged_weights(model, model.optimizer)
-    bits = run_lib.mean_bits_per_dim(
-        tf.function(model.bits_per_dim, input_signature=[tf.TensorSpec(
-            [None, *model.image_shape], tf.float32)]),
-        test_images, config['n_bits'])
+    metrics = run_lib.evaluate(trained, test_images)
     if chief:
       data.write_image(os.path.join(write_dir, 'samples.png'),
-                       run_lib.sample_grid(sample_fn, temperatures,
-                                           SAMPLES_PER_ROW, config['n_bits']))
+                       run_lib.sample_grid(trained, temperatures,
+                                           _samples_per_row(trained)))
     if options['export']:
       export.save(model, os.path.join(write_dir, 'saved_model'))
   finally:
     if not chief:
       shutil.rmtree(write_dir, ignore_errors=True)
-  return {'test_bits_per_dim': bits, 'step': step, 'model_dir': run_dir.path}
+  result = {'test_bits_per_dim': metrics['bits_per_dim'], 'step': step,
+            'model_dir': run_dir.path}
+  if 'accuracy' in metrics:
+    result['test_accuracy'] = metrics['accuracy']
+  return result

@@ -47,11 +47,44 @@ def test_log_det_before_forward_initializes_too():
   assert np.all(actnorm.log_scale.numpy() < -1.)
 
 
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_batched_parameters_give_each_member_its_own_map(dtype):
+  rng = np.random.default_rng(3)
+  log_scale, bias = (tf.constant(rng.normal(size=[2, 3]), dtype)
+                     for _ in range(2))
+  actnorm = bijectors.ActNorm(log_scale, bias)
+  xs = tf.constant(rng.normal(size=[2, 2, 3, 3]), dtype)
+  ys, log_det = bijectors.forward_and_log_det(actnorm, xs)
+  for i in range(2):
+    member = bijectors.ActNorm(log_scale[i], bias[i])
+    np.testing.assert_allclose(ys[i], member.forward(xs[i]))
+    np.testing.assert_allclose(log_det[i], member.forward_log_det_jacobian(
+        xs[i]))
+  # The two members together, as one map of the whole batch.
+  np.testing.assert_allclose(
+      tf.reduce_sum(log_det),
+      bijector_checks.brute_force_log_det(actnorm.forward, tf.identity(xs)),
+      **bijector_checks.LOG_DET_TOLERANCE[dtype])
+  np.testing.assert_allclose(actnorm.inverse(tf.identity(ys)), xs,
+                             **bijector_checks.TOLERANCE[dtype])
+  # Images broadcast against the parameters' batch: [2, 1] x [4] -> [2, 4].
+  wide = bijectors.ActNorm(log_scale[:, None], bias[:, None])
+  xs = tf.constant(rng.normal(size=[4, 2, 3, 3]), dtype)
+  ys, log_det = bijectors.forward_and_log_det(wide, xs)
+  assert ys.shape == [2, 4, 2, 3, 3] and log_det.shape == [2, 1]
+  np.testing.assert_allclose(ys[1], bijectors.ActNorm(log_scale[1], bias[1])
+                             .forward(xs))
+
+
 def test_bad_input_is_a_clear_error():
   actnorm = bijectors.ActNorm(**init.actnorm(3), validate_args=True)
   with pytest.raises(ValueError, match='built for 3 channels, got images with 1'):
     actnorm.forward(tf.zeros([2, 2, 1]))
   with pytest.raises(tf.errors.InvalidArgumentError, match='NaN or infinite'):
     actnorm.inverse(tf.fill([2, 2, 3], np.nan))
-  with pytest.raises(ValueError, match=r'must both have shape \[C\]'):
+  with pytest.raises(ValueError, match=r'must both have shape \[\.\.\., C\]'):
     bijectors.ActNorm(tf.zeros([3]), tf.zeros([2]))
+  with pytest.raises(ValueError, match='initialization needs log_scale'):
+    bijectors.ActNorm(tf.Variable(tf.zeros([2, 3])),
+                      tf.Variable(tf.zeros([2, 3])),
+                      initialized=tf.Variable(False))

@@ -30,6 +30,9 @@ def test_every_option_is_a_flag_of_the_commands_and_a_run_key():
   cli_flags.define_model_flags(flag_values, dict(batch_size=8, levels=2))
   flag_values.mark_as_parsed()
   for option in config.FlowConfig.options():
+    if option.metadata['from_data']:  # e.g. num_classes, from --conditional.
+      assert option.name not in flag_values
+      continue
     flag = flag_values[option.name]
     assert flag.help.endswith(option.metadata['help'])
     expected = 2 if option.name == 'levels' else option.default
@@ -45,6 +48,8 @@ def test_every_option_is_a_flag_of_the_commands_and_a_run_key():
     (dict(seed='0'), 'seed must be an int'),
     (dict(conv='3x3'), 'conv must be one of'),
     (dict(recompute=1), 'recompute must be True or False'),
+    (dict(num_classes=1), 'num_classes must be 2 or more'),
+    (dict(num_classes=2.), 'num_classes must be an int'),
     (dict(corner='centre'), 'corner must be one of'),
     (dict(levels=4), r'divisible by 2\*\*levels = 16 to squeeze 4 times, '
                      'got 8x8 images'),

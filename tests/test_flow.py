@@ -423,11 +423,12 @@ MIRRORED_SCRIPT = textwrap.dedent('''
     from cinc_tfp import data
     strategy = (tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
                 if replicas == 2 else tf.distribute.get_strategy())
-    dataset = data.pipeline(data.load_images('embedded', 'train', image_size=8),
-                            16, shuffle=False, repeat=True, seed=0)
+    dataset = data.pipeline(
+        data.load_images('embedded', 'train', image_size=8, labels=True), 16,
+        shuffle=False, repeat=True, seed=0)
     with strategy.scope():
       model = cinc_tfp.CIncFlow((8, 8, 1), levels=2, depth=1, width=8,
-                                recompute=recompute)
+                                recompute=recompute, num_classes=10)
       model.compile(optimizer=keras.optimizers.SGD(0.05))
     history = model.fit(dataset, steps_per_epoch=4, epochs=2, verbose=0)
     np.savez(sys.argv[2], loss=history.history['bits_per_dim'],
@@ -435,15 +436,16 @@ MIRRORED_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_mirrored_strategy_with_recompute_matches_one_device(tmp_path):
+def test_mirrored_strategy_with_recompute_and_classes_matches_one_device(
+    tmp_path):
   script = tmp_path / 'mirrored.py'
   script.write_text(MIRRORED_SCRIPT)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
              PYTHONPATH=os.pathsep.join([root, os.environ.get('PYTHONPATH', '')]))
   results = []
-  # One device, and two replicas recomputing the activations (test_trainer
-  # runs two replicas without).
+  # One device, and two replicas recomputing the activations, both of a
+  # class-conditional flow (test_trainer runs two replicas of a plain flow).
   for replicas, mode in ((1, 'stored'), (2, 'recompute')):
     out = tmp_path / f'{replicas}_{mode}.npz'
     subprocess.run([sys.executable, str(script), str(replicas), str(out),

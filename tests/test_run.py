@@ -63,8 +63,8 @@ def test_run_directory_in_any_form_trains_resumes_evaluates_and_exports(
   assert run_dir.latest_checkpoint() == os.path.join(run_dir.path, 'ckpt-4')
   assert run_dir.read_config()['recompute'] == bool(recompute)
 
-  _, bits = evaluate.run(helpers.parse(evaluate.define_flags,
-                                       f'--model_dir={path}'))
+  bits = evaluate.run(helpers.parse(evaluate.define_flags,
+                                    f'--model_dir={path}'))[1]['bits_per_dim']
   assert bits == pytest.approx(resumed['test_bits_per_dim'], abs=1e-4)
 
   samples = f'{path}/samples/grid.png'
@@ -82,8 +82,8 @@ def test_run_directory_in_any_form_trains_resumes_evaluates_and_exports(
   exported = export_command.run(helpers.parse(
       export_command.define_flags, f'--model_dir={path}'))
   assert exported == os.path.join(run_dir.path, 'saved_model')
-  _, served_bits = evaluate.run(helpers.parse(
-      evaluate.define_flags, f'--saved_model={exported}'))
+  served_bits = evaluate.run(helpers.parse(
+      evaluate.define_flags, f'--saved_model={exported}'))[1]['bits_per_dim']
   assert served_bits == pytest.approx(bits, abs=1e-4)
   leftovers = [name for name in tf.io.gfile.listdir(lands_in)
                if 'saving' in name or name.endswith('.tmp')]

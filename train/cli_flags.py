@@ -69,8 +69,9 @@ def trained_flow(flag_values):
 
 
 def define_model_flags(flag_values, defaults):
-  """A flag per option of `cinc_tfp.config.FlowConfig`, --image_size and
-  --batch_size; the options are checked together as `FlowConfig` checks them.
+  """A flag per option of `cinc_tfp.config.FlowConfig` (but those set from
+  the dataset), --image_size and --batch_size; the options are checked
+  together as `FlowConfig` checks them.
 
   Args:
     flag_values: the `flags.FlagValues` to define them in.
@@ -84,6 +85,8 @@ def define_model_flags(flag_values, defaults):
   names = []
   for option in config.FlowConfig.options():
     meta, default = option.metadata, defaults.get(option.name, option.default)
+    if meta['from_data']:
+      continue
     names.append(option.name)
     if meta['boolean']:
       flags.DEFINE_bool(option.name, default, meta['help'], flag_values=fv)

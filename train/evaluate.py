@@ -8,7 +8,10 @@ from its config.json and the newest checkpoint, with the averaged (EMA)
 weights if the run kept them (as `train.train` evaluates). `--saved_model` is
 a `cinc_tfp.export` SavedModel. Images are resized to the model's image size
 and dequantized with a fixed seed at the model's bit depth; the number
-printed, `SPLIT bits/dim: X`, is the mean over every image of the split.
+printed, `SPLIT bits/dim: X`, is the mean over every image of the split;
+for a class-conditional flow, `SPLIT accuracy: X` before it is the accuracy
+of its classification (Bayes' rule, uniform class prior) on the split's
+labels.
 `--dataset` defaults to the run's own dataset (from config.json), or to the
 embedded digits for a SavedModel.
 """
@@ -41,11 +44,20 @@ def define_flags(flag_values=FLAGS):
                        lower_bound=1, flag_values=fv)
 
 
-def load_split(flow, dataset, split, data_dir, download=True):
-  """`uint8` images of a split, at the flow's size, checked for channels."""
+def load_split(flow, dataset, split, data_dir, download=True, labels=False):
+  """`uint8` images of a split (with `labels`, `(image, label)` pairs), at
+  the flow's size, checked for channels (and for classes)."""
   height, _, channels = flow.image_shape
-  images = data.load_images(dataset, split, height, data_dir, download)
-  found = int(images.element_spec.shape[-1])
+  images = data.load_images(dataset, split, height, data_dir, download,
+                            labels=labels)
+  if labels:
+    classes = len(data.class_names(dataset, data_dir))
+    if classes != flow.num_classes:
+      raise common.TrainError(
+          f'The model has {flow.num_classes} classes; dataset {dataset!r} '
+          f'has {classes}.')
+  spec = images.element_spec[0] if labels else images.element_spec
+  found = int(spec.shape[-1])
   if found != channels:
     raise common.TrainError(
         f'The model takes images with {channels} channel(s); dataset '
@@ -54,16 +66,19 @@ def load_split(flow, dataset, split, data_dir, download=True):
 
 
 def run(flag_values=FLAGS):
-  """Evaluates as the flags say; returns `(split, bits_per_dim)`."""
+  """Evaluates as the flags say; returns `(split, metrics)`, the metrics of
+  `cinc_tfp.run.evaluate`."""
   flow = cli_flags.trained_flow(flag_values)
   dataset = flag_values.dataset or flow.dataset or data.EMBEDDED
   split = flag_values.split or data.default_eval_split(dataset)
   images = load_split(flow, dataset, split, flag_values.data_dir,
-                      flag_values.download)
-  bits = run_lib.mean_bits_per_dim(flow.bits_per_dim, images, flow.n_bits,
-                                   flag_values.batch_size)
-  print(f'{split} bits/dim: {bits:.4f}', flush=True)
-  return split, bits
+                      flag_values.download,
+                      labels=flow.num_classes is not None)
+  metrics = run_lib.evaluate(flow, images, flag_values.batch_size)
+  if 'accuracy' in metrics:
+    print(f"{split} accuracy: {metrics['accuracy']:.4f}", flush=True)
+  print(f"{split} bits/dim: {metrics['bits_per_dim']:.4f}", flush=True)
+  return split, metrics
 
 
 def main():

@@ -15,12 +15,18 @@ normal scaled by it, as in Glow) as a square-ish grid (PNG, or JPEG for a .jpg
 `--output`). The same `--seed`
 gives the same images.
 
+A class-conditional flow samples the classes `--labels=3,3,7` (one image
+each), or writes `--per_class=N` images of every class, one row per class; by
+default sample `i` is of class `i % K`.
+
 `--interpolate=A,B` takes two images, each a dataset index (of `--split` of
 `--dataset`, by default the run's dataset, or the embedded digits for a
 SavedModel) or an image file (centre-cropped to a square and resized to the
 model's size). Both are dequantized (seed `--seed`), encoded, and the latents
 `(1 - a) z_A + a z_B` for `a` from 0 to 1 in `--steps + 1` equal steps are
-decoded: a row of the two images with `--steps` frames between them.
+decoded: a row of the two images with `--steps` frames between them. For a
+class-conditional flow, `--labels=a,b` gives their classes (the frames are
+decoded with `a`'s).
 """
 
 import os
@@ -71,6 +77,20 @@ def define_flags(flag_values=FLAGS):
                       "Split of the --interpolate indices; default 'test' "
                       "('validation' for the ImageNet variants).",
                       flag_values=fv)
+  flags.DEFINE_list('labels', None,
+                    'Classes of the samples (one image each), or of the two '
+                    '--interpolate images: a class-conditional flow.',
+                    flag_values=fv)
+  flags.DEFINE_integer('per_class', None,
+                       'Samples of every class, one row per class: a '
+                       'class-conditional flow.', lower_bound=1,
+                       flag_values=fv)
+  flags.mark_flags_as_mutual_exclusive(['labels', 'per_class'],
+                                       flag_values=fv)
+  flags.register_validator(
+      'labels', lambda labels: labels is None or (
+          labels and all(label.isdigit() for label in labels)),
+      '--labels must be class indices: 0,1,...', flag_values=fv)
   flags.mark_flag_as_required('output', flag_values=fv)
   flags.register_validator(
       'output', lambda path: path is None or _is_image_path(path),
@@ -121,22 +141,49 @@ def _warn_if_not_finite(images, what):
           file=sys.stderr, flush=True)
 
 
+def _labels(flow, fv):
+  """The labels of `--labels`, checked against the flow (None if not given)."""
+  conditional = flow.num_classes is not None
+  if not conditional and (fv.labels or fv.per_class):
+    raise common.TrainError(
+        f"--{'labels' if fv.labels else 'per_class'}: this flow is "
+        f'unconditional; it has no classes.')
+  if fv.labels is None:
+    return None
+  labels = [int(label) for label in fv.labels]
+  if max(labels) >= flow.num_classes:
+    raise common.TrainError(
+        f'--labels: this flow has classes 0..{flow.num_classes - 1}, got '
+        f'{max(labels)}.')
+  return np.array(labels)
+
+
 def run(flag_values=FLAGS):
   """Writes the samples or the interpolation; returns the grid written."""
   fv = flag_values
   run_lib.check_writable(fv.output, '--output', directory=False)
   flow = cli_flags.trained_flow(fv)
+  labels = _labels(flow, fv)
   if fv.interpolate:
+    if flow.num_classes is not None and (labels is None or len(labels) != 2):
+      raise common.TrainError(
+          '--interpolate of a class-conditional flow: give the two images\' '
+          'classes as --labels=A,B.')
     dataset = fv.dataset or flow.dataset or data.EMBEDDED
     split = fv.split or data.default_eval_split(dataset)
     row = flow.interpolate(_endpoints(flow, fv.interpolate, dataset, split,
                                       fv.data_dir, fv.download), fv.steps,
-                           fv.seed)
+                           fv.seed, labels)
     _warn_if_not_finite(row, 'frames')
     grid = data.image_grid(np.asarray(data.quantize(row, flow.n_bits)),
                            rows=1)
+  elif fv.per_class:
+    grid = run_lib.class_grid(flow, fv.per_class, fv.temperature, fv.seed)
   else:
-    images = flow.sample(fv.num_samples, fv.temperature, [fv.seed, 0])
+    count = fv.num_samples if labels is None else len(labels)
+    if labels is None and flow.num_classes is not None:
+      labels = np.arange(count) % flow.num_classes
+    images = flow.sample(count, fv.temperature, [fv.seed, 0], labels)
     _warn_if_not_finite(images, 'samples')
     grid = data.image_grid(np.asarray(data.quantize(images, flow.n_bits)))
   output = run_lib.resolve(fv.output)

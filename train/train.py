@@ -76,6 +76,10 @@ def define_flags(flag_values=FLAGS):
   fv = flag_values
   cli_flags.define_data_flags(fv)
   cli_flags.define_model_flags(fv, MODEL_DEFAULTS)
+  flags.DEFINE_bool(
+      'conditional', False, "A class-conditional flow of the dataset's "
+      'classes, trained on its labels (the embedded digits, TFDS datasets '
+      'with labels, folders with a subfolder per class).', flag_values=fv)
   flags.DEFINE_string(
       'model_dir', os.path.join(tempfile.gettempdir(), 'cinc_tfp_run'),
       'Directory of the run: config, checkpoints, logs, samples, export.',
@@ -146,6 +150,8 @@ def run(flag_values=FLAGS):
   exported = (f'; SavedModel: {directory}/saved_model' if options['export']
               else '')
   print(f"Step {result['step']}; samples: {directory}/samples.png{exported}")
+  if 'test_accuracy' in result:
+    print(f"test accuracy: {result['test_accuracy']:.4f}", flush=True)
   print(f"test bits/dim: {result['test_bits_per_dim']:.4f}", flush=True)
   return result
 

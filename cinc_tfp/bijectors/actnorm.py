@@ -17,6 +17,10 @@ class ActNorm(_base.PixelwiseVolumeBijector):
   log|det J| = H * W * sum_c log_scale[c].
   ```
 
+  `log_scale` and `bias` may have batch dimensions (`[..., C]`, TFP's batch
+  shape of the bijector): each batch member has its own map, and images
+  `[..., H, W, C]` broadcast against them (a class-conditional prior).
+
   Parameters only: `init.actnorm` gives the identity, and
   `init.actnorm_from_data(x)` the parameters that map the batch `x` to zero
   mean and unit variance per channel (Kingma & Dhariwal, 2018). Given
@@ -35,8 +39,8 @@ class ActNorm(_base.PixelwiseVolumeBijector):
     """Builds the bijector.
 
     Args:
-      log_scale: `[C]` log scale.
-      bias: `[C]` bias added before scaling.
+      log_scale: `[..., C]` log scale.
+      bias: `[..., C]` bias added before scaling, of the same shape.
       initialized: optional boolean variable, with `log_scale` and `bias`
         variables: while it is `False`, the next forward pass initializes
         them from its batch and sets it.
@@ -50,11 +54,16 @@ class ActNorm(_base.PixelwiseVolumeBijector):
       self._log_scale = _util.variable_or_tensor(log_scale, dtype, 'log_scale')
       dtype = self._log_scale.dtype
       self._bias = _util.variable_or_tensor(bias, dtype, 'bias')
-      if self._log_scale.shape.rank != 1 or self._bias.shape != self._log_scale.shape:
+      if (self._log_scale.shape.rank in (None, 0) or
+          self._bias.shape != self._log_scale.shape):
         raise ValueError(
-            'ActNorm: log_scale and bias must both have shape [C], got '
+            'ActNorm: log_scale and bias must both have shape [..., C], got '
             f'{self._log_scale.shape} and {self._bias.shape}.')
-      self._channels = self._log_scale.shape[0]
+      if initialized is not None and self._log_scale.shape.rank != 1:
+        raise ValueError(
+            'ActNorm: data-dependent initialization needs log_scale and bias '
+            f'of shape [C], got {self._log_scale.shape}.')
+      self._channels = self._log_scale.shape[-1]
       # The weights actually used (see CIncConv2D); a copy shares them.
       parameters.update(log_scale=self._log_scale, bias=self._bias,
                         initialized=self._initialized)
@@ -99,18 +108,25 @@ class ActNorm(_base.PixelwiseVolumeBijector):
     return self._initialized
 
   def _pixel_log_det(self):
-    return tf.reduce_sum(self._log_scale)
+    return tf.reduce_sum(self._log_scale, axis=-1)
+
+  def _per_pixel(self):
+    """`(log_scale, bias)` shaped `[..., 1, 1, C]`, to broadcast over images."""
+    return (self._log_scale[..., tf.newaxis, tf.newaxis, :],
+            self._bias[..., tf.newaxis, tf.newaxis, :])
 
   def _forward(self, x):
     x = _util.assert_finite(x, self.validate_args, self.name)
     _util.check_channels(x, self._channels, self.name)
     self.initialize(x)
-    return (x + self._bias) * tf.exp(self._log_scale)
+    log_scale, bias = self._per_pixel()
+    return (x + bias) * tf.exp(log_scale)
 
   def _inverse(self, y):
     y = _util.assert_finite(y, self.validate_args, self.name)
     _util.check_channels(y, self._channels, self.name)
-    return y * tf.exp(-self._log_scale) - self._bias
+    log_scale, bias = self._per_pixel()
+    return y * tf.exp(-log_scale) - bias
 
   def _forward_log_det_jacobian(self, x):
     self.initialize(x)

@@ -34,8 +34,8 @@ class FactorOut(_base.NetworkBijector):
   `[..., H*W*C/2]` vector (the rest of the flow).
   """
 
-  def __init__(self, prior_network, inner, image_shape, validate_args=False,
-               name='factor_out'):
+  def __init__(self, prior_network, inner, image_shape, condition=None,
+               validate_args=False, name='factor_out'):
     """Builds the bijector.
 
     Args:
@@ -43,6 +43,9 @@ class FactorOut(_base.NetworkBijector):
         raw log standard deviation `r` of `x2`).
       inner: bijector from `[..., H, W, C/2]` images to flat vectors.
       image_shape: static `(H, W, C)` of the input, `C` even.
+      condition: optional `[..., C]`, added to the prior network's output at
+        every pixel (a class's learned offsets of the mean and of `r`); its
+        batch dimensions broadcast against the images'.
       validate_args: check inputs for NaN and infinite values.
       name: name scope.
     """
@@ -52,10 +55,16 @@ class FactorOut(_base.NetworkBijector):
       raise ValueError(
           f'{name}: needs an even channel count to split, got image shape '
           f'{tuple(image_shape)}.')
+    if condition is not None and (condition.shape.rank in (None, 0) or
+                                  condition.shape[-1] != channels):
+      raise ValueError(
+          f'{name}: condition must have shape [..., {channels}], got '
+          f'{condition.shape}.')
     with tf.name_scope(name) as scope_name:
       self._prior_network = prior_network
       self._inner = inner
       self._image_shape = (height, width, channels)
+      self._condition = condition
       super().__init__(
           forward_min_event_ndims=3,
           inverse_min_event_ndims=1,
@@ -91,32 +100,29 @@ class FactorOut(_base.NetworkBijector):
   def _inverse_event_shape_tensor(self, output_shape):
     return tf.concat([output_shape[:-1], self._image_shape], axis=0)
 
-  def _split(self, x):
-    if tuple(_util.image_shape(x, self.name)) != self._image_shape:
-      raise ValueError(
-          f'{self.name}: built for images of shape {self._image_shape}, got '
-          f'{x.shape}.')
-    images, restore = _util.as_images(
-        _util.assert_finite(x, self.validate_args, self.name))
-    kept, factored = tf.split(images, 2, axis=-1)
-    mean, log_sigma = self._mean_and_log_sigma(kept)
-    return kept, factored, mean, log_sigma, restore
-
   def _mean_and_log_sigma(self, kept):
-    mean, raw = tf.split(self._prior_network(kept), 2, axis=-1)
+    """The prior of `x2` given `kept` (`[..., H, W, C/2]`), with the
+    condition's batch broadcast in."""
+    images, restore = _util.as_images(kept)
+    prior = restore(self._prior_network(images))
+    if self._condition is not None:
+      prior += self._condition[..., tf.newaxis, tf.newaxis, :]
+    mean, raw = tf.split(prior, 2, axis=-1)
     return mean, MAX_LOG_SIGMA * tf.tanh(raw / MAX_LOG_SIGMA)
 
   def forward_and_log_det(self, x):
     """`(z, log|det J|)`, running the prior network and `inner` once."""
-    kept, factored, mean, log_sigma, restore = self._split(x)
-    batch = tf.shape(kept)[0]
-    z_factored = tf.reshape((factored - mean) * tf.exp(-log_sigma), [batch, -1])
+    if tuple(_util.image_shape(x, self.name)) != self._image_shape:
+      raise ValueError(
+          f'{self.name}: built for images of shape {self._image_shape}, got '
+          f'{x.shape}.')
+    x = _util.assert_finite(x, self.validate_args, self.name)
+    kept, factored = tf.split(x, 2, axis=-1)
+    mean, log_sigma = self._mean_and_log_sigma(kept)
+    z_factored = _flat((factored - mean) * tf.exp(-log_sigma))
     z_inner, inner_log_det = fused.forward_and_log_det(self._inner, kept)
-    z = tf.concat([z_factored, z_inner], axis=-1)
-    batch_shape = tf.shape(x)[:-3]
-    log_det = inner_log_det - tf.reduce_sum(log_sigma, axis=[1, 2, 3])
-    z = tf.reshape(z, tf.concat([batch_shape, [self._size]], axis=0))
-    return z, tf.reshape(log_det, batch_shape)
+    log_det = inner_log_det - tf.reduce_sum(log_sigma, axis=[-3, -2, -1])
+    return _concat_broadcast(z_factored, z_inner), log_det
 
   def _forward(self, x):
     return self.forward_and_log_det(x)[0]
@@ -133,20 +139,37 @@ class FactorOut(_base.NetworkBijector):
       raise ValueError(
           f'{self.name}: expected latent vectors of size {self._size}, got '
           f'shape {z.shape}.')
-    batch_shape = tf.shape(z)[:-1]
-    z = tf.reshape(z, [-1, self._size])
     kept, inner_log_det = fused.inverse_and_log_det(
-        self._inner, z[:, factored_size:])
+        self._inner, z[..., factored_size:])
     mean, log_sigma = self._mean_and_log_sigma(kept)
-    factored = tf.reshape(z[:, :factored_size],
-                          [-1, height, width, channels // 2])
-    x = tf.concat([kept, factored * tf.exp(log_sigma) + mean], axis=-1)
-    log_det = inner_log_det + tf.reduce_sum(log_sigma, axis=[1, 2, 3])
-    return (tf.reshape(x, tf.concat([batch_shape, self._image_shape], axis=0)),
-            tf.reshape(log_det, batch_shape))
+    z_factored = tf.reshape(
+        z[..., :factored_size],
+        tf.concat([tf.shape(z)[:-1], [height, width, channels // 2]], axis=0))
+    x = _concat_broadcast(kept, z_factored * tf.exp(log_sigma) + mean)
+    log_det = inner_log_det + tf.reduce_sum(log_sigma, axis=[-3, -2, -1])
+    return x, log_det
 
   def _inverse(self, z):
     return self.inverse_and_log_det(z)[0]
 
   def _inverse_log_det_jacobian(self, z):
     return self.inverse_and_log_det(z)[1]
+
+
+def _flat(images):
+  """`[..., H, W, C]` as `[..., H*W*C]`."""
+  size = int(np.prod(images.shape[-3:]))
+  return tf.reshape(images, tf.concat([tf.shape(images)[:-3], [size]], axis=0))
+
+
+def _concat_broadcast(first, second):
+  """`first` and `second` joined along their last axis (of static sizes),
+  their other axes broadcast to a common shape."""
+  batch = tf.broadcast_dynamic_shape(tf.shape(first)[:-1],
+                                     tf.shape(second)[:-1])
+  joined = tf.concat(
+      [tf.broadcast_to(part, tf.concat([batch, [part.shape[-1]]], axis=0))
+       for part in (first, second)], axis=-1)
+  return tf.ensure_shape(
+      joined, tf.broadcast_static_shape(first.shape[:-1], second.shape[:-1])
+      .concatenate([first.shape[-1] + second.shape[-1]]))
