@@ -1,6 +1,9 @@
 """Class-conditional CIncFlow: exact with labels, classification, training."""
 
 import itertools
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -10,7 +13,12 @@ import tensorflow_probability as tfp
 
 import cinc_tfp
 from cinc_tfp import data
+from cinc_tfp import run as run_lib
 from tests import bijector_checks
+from tests import train_helpers as helpers
+from train import evaluate
+from train import sample
+from train import train
 
 IMAGE_SHAPE = (8, 8, 3)
 CLASSES = 3
@@ -123,7 +131,8 @@ def test_fit_on_image_label_pairs_and_evaluate_accuracy():
                             num_classes=10)
   model.compile(optimizer=keras.optimizers.Adam(1e-2))
   offsets = [v for v in model.trainable_variables if 'class_offsets' in v.path]
-  history = model.fit(dataset, steps_per_epoch=20, epochs=1, verbose=0)
+  history = model.fit(dataset, steps_per_epoch=20, epochs=1, shuffle=False,
+                      verbose=0)
   assert np.isfinite(history.history['bits_per_dim']).all()
   assert all(np.abs(v.numpy()).max() > 0. for v in offsets)
   test = data.pipeline(
@@ -185,3 +194,132 @@ def test_bad_labels_are_a_clear_error():
   with pytest.raises(tf.errors.InvalidArgumentError,
                      match='one label per image'):
     log_prob(x, tf.constant([0, 1, 2]))
+
+
+# The command lines and the SavedModel.
+
+
+@pytest.fixture(scope='module')
+def conditional_run(tmp_path_factory):
+  """A 6-step `--conditional` run of the tiny flow on the embedded digits."""
+  model_dir = tmp_path_factory.mktemp('conditional') / 'run'
+  result = train.run(helpers.parse(
+      train.define_flags, f'--model_dir={model_dir}', *helpers.TINY,
+      '--conditional', '--steps=6', '--steps_per_epoch=3'))
+  return model_dir, result
+
+
+def test_train_evaluate_and_sample_a_conditional_run(conditional_run,
+                                                     tmp_path, capsys):
+  model_dir, result = conditional_run
+  config = run_lib.RunDirectory(model_dir).read_config()
+  assert config['num_classes'] == 10
+  assert 0. <= result['test_accuracy'] <= 1.
+  for source in (f'--model_dir={model_dir}',
+                 f'--saved_model={model_dir / "saved_model"}'):
+    split, metrics = evaluate.run(helpers.parse(evaluate.define_flags,
+                                                source))
+    assert split == 'test'
+    assert metrics['bits_per_dim'] == pytest.approx(
+        result['test_bits_per_dim'], abs=1e-4)
+    assert metrics['accuracy'] == pytest.approx(result['test_accuracy'])
+  printed = capsys.readouterr().out.strip().splitlines()
+  assert printed[-2].startswith('test accuracy: ')
+  assert printed[-1].startswith('test bits/dim: ')
+  # One row per class, and chosen classes.
+  grid = sample.run(helpers.parse(
+      sample.define_flags, f'--model_dir={model_dir}', '--per_class=3',
+      f'--output={tmp_path / "classes.png"}'))
+  assert grid.shape == (10 * 8, 3 * 8, 1)
+  chosen = sample.run(helpers.parse(
+      sample.define_flags, f'--saved_model={model_dir / "saved_model"}',
+      '--labels=3,3,7', f'--output={tmp_path / "chosen.png"}'))
+  assert chosen.shape == (8, 3 * 8, 1)  # 3 images: one row
+  trained = run_lib.TrainedFlow.from_run_directory(model_dir)
+  ones = trained.sample(3, 0.7, [0, 0], labels=3)
+  np.testing.assert_array_equal(
+      ones, trained.sample(3, 0.7, [0, 0], labels=[3, 3, 3]))
+  row = sample.run(helpers.parse(
+      sample.define_flags, f'--model_dir={model_dir}', '--interpolate=0,1',
+      '--labels=7,2', '--steps=2', f'--output={tmp_path / "row.png"}'))
+  assert row.shape == (8, 4 * 8, 1)
+
+
+@pytest.mark.parametrize('args, words', [
+    (('--labels=3,12',), 'classes 0..9, got 12'),
+    (('--interpolate=0,1',), 'give the two images\' classes as --labels'),
+    (('--labels=a',), '--labels must be class indices'),
+])
+def test_bad_sample_flags_of_a_conditional_run(conditional_run, tmp_path,
+                                               args, words):
+  model_dir, _ = conditional_run
+  result = helpers.run('sample', f'--model_dir={model_dir}',
+                       f'--output={tmp_path / "x.png"}', *args)
+  helpers.assert_fails_with_one_line(result, words)
+
+
+def test_conditional_training_needs_labelled_data(tmp_path):
+  folder = tmp_path / 'flat'
+  folder.mkdir()
+  image = tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8)).numpy()
+  for i in range(3):
+    (folder / f'{i}.png').write_bytes(image)
+  result = helpers.run('train', f'--model_dir={tmp_path / "run"}',
+                       f'--dataset=folder:{folder}', '--conditional',
+                       *helpers.QUICK, '--steps=1')
+  helpers.assert_fails_with_one_line(result, 'each class in its own subfolder')
+  assert not (tmp_path / 'run').exists()
+
+
+CHILD = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    loaded = tf.saved_model.load(sys.argv[1])
+    expected = np.load(sys.argv[2])
+    x, labels = tf.constant(expected['x']), tf.constant(expected['labels'])
+    assert int(loaded.num_classes) == 10
+    np.testing.assert_allclose(loaded.log_prob(x, labels)['log_prob'],
+                               expected['log_prob'], rtol=1e-5)
+    signature = loaded.signatures['classify']
+    classified = signature(images=x)
+    np.testing.assert_allclose(classified['log_probs'], expected['log_probs'],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(classified['classes'], expected['classes'])
+    latents = loaded.encode(x, labels)['latents']
+    np.testing.assert_allclose(loaded.decode(latents, labels)['images'], x,
+                               atol=1e-4)
+    sample = loaded.signatures['sample'](
+        n=tf.constant(3), temperature=tf.constant(0.7),
+        seed=tf.constant([1, 2]), labels=tf.constant([0, 5, 9]))
+    np.testing.assert_allclose(sample['images'], expected['sample'],
+                               atol=1e-5)
+    try:
+      loaded.log_prob(x, tf.constant([0, 10, 1]))
+      raise AssertionError('no error for a label out of range')
+    except tf.errors.InvalidArgumentError as error:
+      assert 'labels must be in 0..9' in str(error), error
+    for name in ('tensorflow_probability', 'cinc_tfp'):
+      assert name not in sys.modules, name
+    print('served')
+''')
+
+
+def test_conditional_saved_model_serves_in_a_tensorflow_only_process(
+    conditional_run, tmp_path):
+  model_dir, _ = conditional_run
+  model = run_lib.RunDirectory(model_dir).restore_for_inference()[0]
+  x = data.dequantize(tf.stack(list(data.load_images(
+      data.EMBEDDED, 'test', 8).take(3))), seed=[0, 1])
+  labels = np.array([4, 0, 9], np.int32)
+  log_probs = model.classify(x)
+  expected = tmp_path / 'expected.npz'
+  np.savez(expected, x=x, labels=labels, log_prob=model.log_prob(x, labels),
+           log_probs=log_probs, classes=np.argmax(log_probs, -1),
+           sample=model.sample(3, 0.7, tf.constant([1, 2]), labels=[0, 5, 9]))
+  result = subprocess.run(
+      [sys.executable, '-c', CHILD, str(model_dir / 'saved_model'),
+       str(expected)], cwd=tmp_path, capture_output=True, text=True,
+      timeout=180, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().endswith('served')
