@@ -67,7 +67,8 @@ def _memory_from_flags():
   return memory_lib.run_memory(
       [int(depth) for depth in FLAGS.depths], FLAGS.couplings,
       harness.parse_shapes(FLAGS.image_shape, '--image_shape')[0],
-      FLAGS.levels, FLAGS.width, FLAGS.batch_size_train, FLAGS.repeats or 3)
+      FLAGS.levels, FLAGS.width, FLAGS.batch_size_train, FLAGS.repeats or 3,
+      progress=lambda row: print(row, flush=True))
 
 
 def _drift_from_flags():

@@ -115,9 +115,11 @@ def _times(numerator, denominator):
 
 def run_memory(depths=(4, 8, 16, 32), couplings=('affine', 'quad'),
                image_shape=(32, 32, 3), levels=3, width=128, batch_size=64,
-               repeats=3):
+               repeats=3, progress=None):
   """Runs the `memory` benchmark and returns its report: a table of step
-  memory and time per coupling and depth, and one of ratios."""
+  memory and time per coupling and depth, and one of ratios. `progress`, if
+  given, is called with each row of the first table as it is measured (the
+  large rows take many minutes on a CPU)."""
   header = (f'TF {tf.__version__} | CInC, image '
             f'{"x".join(map(str, image_shape))}, L={levels}, width {width}, '
             f'batch {batch_size} | {harness.processors()} | median of '
@@ -142,6 +144,9 @@ def run_memory(depths=(4, 8, 16, 32), couplings=('affine', 'quad'),
       timing_rows.append([coupling, str(depth)] + [
           f'{mb[r][key]:.1f}' for key in ('step', 'peak')
           for r in (False, True)] + [f'{ms[r]:.0f}' for r in (False, True)])
+      if progress:
+        progress(' | '.join(f'{name}: {value}' for name, value in zip(
+            timing_rows[0], timing_rows[-1])))
       ratio_rows.append([coupling, str(depth)] + [
           _times(mb[r]['step'], first[r]['step']) for r in (False, True)] + [
               _times(mb[True]['peak'], mb[False]['peak']),

@@ -168,9 +168,10 @@ def test_served_report_times_the_saved_model_in_a_tensorflow_only_process():
 
 
 def test_memory_report_has_every_row_and_ratio():
+  progress = []
   report = memory.run_memory(depths=(1,), couplings=('affine',),
                              image_shape=(8, 8, 3), levels=2, width=4,
-                             batch_size=2, repeats=1)
+                             batch_size=2, repeats=1, progress=progress.append)
   header = report.splitlines()[0]
   for field in ('TF ', 'image 8x8x3', 'L=2', 'width 4', 'batch 2', 'CPUs '):
     assert field in header
@@ -179,6 +180,9 @@ def test_memory_report_has_every_row_and_ratio():
                      'peak MB', 'peak MB (recompute)', 'step ms',
                      'step ms (recompute)']
   assert [row[:2] for row in rows[1:]] == [['affine', '1']]
+  # Each row is reported as soon as it is measured.
+  assert progress == [' | '.join(f'{name}: {value}'
+                                 for name, value in zip(rows[0], rows[1]))]
   assert all(float(cell) >= 0 for cell in rows[1][2:4])
   # The peak holds TensorFlow and the model: hundreds of MB.
   assert all(float(cell) > 100 for cell in rows[1][4:6])

@@ -15,12 +15,13 @@ import cinc_tfp
 from cinc_tfp import data
 from cinc_tfp import run as run_lib
 from tests import bijector_checks
+from tests import flow_checks
 from tests import train_helpers as helpers
 from train import evaluate
 from train import sample
 from train import train
 
-IMAGE_SHAPE = (8, 8, 3)
+IMAGE_SHAPE = flow_checks.IMAGE_SHAPE
 CLASSES = 3
 
 
@@ -29,18 +30,10 @@ def images(count, seed=3, dtype=tf.float64):
                                      0.5, dtype=dtype)
 
 
-def conditional_flow(conv='cinc', coupling='quad', dtype='float64',
-                     **kwargs):
+def conditional_flow(conv='cinc', coupling='quad', dtype='float64'):
   """A conditional flow at 8x8x3, initialized on data and moved off its
   trivial start, class offsets included."""
-  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=1, width=8, conv=conv,
-                            coupling=coupling, dtype=dtype,
-                            num_classes=CLASSES, **kwargs)
-  model.initialize(images(16, seed=0, dtype=dtype))
-  generator = tf.random.Generator.from_seed(2)
-  for variable in model.trainable_variables:
-    variable.assign_add(0.05 * generator.normal(variable.shape, dtype=dtype))
-  return model
+  return flow_checks.tiny_flow(conv, coupling, dtype, num_classes=CLASSES)
 
 
 @pytest.mark.parametrize('conv,coupling', list(itertools.product(

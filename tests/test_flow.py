@@ -16,22 +16,11 @@ import tensorflow as tf
 import cinc_tfp
 from cinc_tfp import data
 from tests import bijector_checks
+from tests import flow_checks
 from tests import train_helpers as helpers
 
-IMAGE_SHAPE = (8, 8, 3)
-
-
-def tiny_flow(conv='cinc', coupling='quad', dtype='float32', **kwargs):
-  """A flow at 8x8x3, initialized on data and moved off its trivial start."""
-  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=2, width=8, conv=conv,
-                            coupling=coupling, dtype=dtype, **kwargs)
-  x = tf.random.stateless_uniform((16,) + IMAGE_SHAPE, [0, 1], -0.5, 0.5,
-                                  dtype=dtype)
-  model.initialize(x)
-  generator = tf.random.Generator.from_seed(2)
-  for variable in model.trainable_variables:
-    variable.assign_add(0.05 * generator.normal(variable.shape, dtype=dtype))
-  return model
+IMAGE_SHAPE = flow_checks.IMAGE_SHAPE
+tiny_flow = flow_checks.tiny_flow
 
 
 @pytest.mark.parametrize('conv,coupling', list(itertools.product(
