@@ -12,9 +12,16 @@
       [--batch_size_train=64] [--repeats=3]
   python -m benchmarks drift [--depths=4,8,16,32] [--levels=3] [--width=128]
       [--batch_size_train=64] [--train_steps=300]
+  python -m benchmarks quality [--dataset=embedded] [--image_size]
+      [--data_dir] [--levels=2] [--depth=4] [--width=32]
+      [--batch_size_train=32] [--steps=1000] [--seeds=0,1,2] [--models=...]
+      [--optimizer=adamax] [--learning_rate=3e-3] [--warmup_steps=200]
+      [--ema=0.99]
 
 Installed, the same is `cinc-benchmark NAME`. What each measures:
-`benchmarks/layers.py`, `models.py`, `memory.py` and `drift.py`. `--threads=1` runs
+`benchmarks/layers.py`, `models.py`, `memory.py`, `drift.py` and
+`quality.py`. `--levels`, `--depth`, `--width` and `--batch_size_train`
+default to a smaller model for `quality` (`QUALITY_DEFAULTS`). `--threads=1` runs
 TensorFlow on one thread, the one-core setting in which the papers timed
 their CPU sampling; by default it uses every core.
 """
@@ -33,12 +40,16 @@ from absl import logging
 import tensorflow as tf
 
 from cinc_tfp import config
+from cinc_tfp import data
+from cinc_tfp import run as run_lib
+from cinc_tfp import training
 
 from . import harness
 from . import drift as drift_lib
 from . import layers as layers_lib
 from . import memory as memory_lib
 from . import models as models_lib
+from . import quality as quality_lib
 
 FLAGS = flags.FLAGS
 
@@ -77,9 +88,26 @@ def _drift_from_flags():
       FLAGS.batch_size_train, FLAGS.train_steps)
 
 
+def _quality_from_flags():
+  return quality_lib.run_quality(
+      FLAGS.dataset, FLAGS.image_size, FLAGS.levels, FLAGS.depth, FLAGS.width,
+      FLAGS.batch_size_train, FLAGS.steps, [int(s) for s in FLAGS.seeds],
+      FLAGS.models, FLAGS.data_dir, FLAGS.download,
+      dict(optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
+           warmup_steps=FLAGS.warmup_steps, ema=FLAGS.ema),
+      progress=lambda line: print(line, flush=True))
+
+
 # Benchmark name -> function of no arguments (reading FLAGS) returning a report.
 BENCHMARKS = {'layers': _layers_from_flags, 'models': _models_from_flags,
-              'memory': _memory_from_flags, 'drift': _drift_from_flags}
+              'memory': _memory_from_flags, 'drift': _drift_from_flags,
+              'quality': _quality_from_flags}
+# The model flags' values for `quality` where not given: a model that
+# trains 3 seeds of every row in about 30 minutes on two cores.
+QUALITY_DEFAULTS = dict(levels=2, depth=4, width=32, batch_size_train=32)
+# Checks of --models, by benchmark.
+_ROW_CHECKS = {'models': models_lib.check_models,
+               'quality': quality_lib.check_rows}
 
 
 def define_flags(fv=FLAGS):
@@ -102,15 +130,18 @@ def define_flags(fv=FLAGS):
       'its defaults (every core), 1: one core, as the papers timed on a CPU.',
       lower_bound=0, flag_values=fv)
   flags.DEFINE_string('image_shape', '32x32x3', 'Image shape HxWxC (models, memory).', flag_values=fv)
-  flags.DEFINE_integer('levels', 3, 'Levels L (models, memory, drift).', lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer('depth', 8, 'Steps per level D (models).',
+  flags.DEFINE_integer('levels', 3, 'Levels L (models, memory, drift, '
+                       'quality).', lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer('depth', 8, 'Steps per level D (models, quality).',
                        lower_bound=1, flag_values=fv)
   flags.DEFINE_integer('width', 128, 'Hidden channels of the coupling '
-                       'networks (models, memory, drift).', lower_bound=1, flag_values=fv)
+                       'networks (models, memory, drift, quality).',
+                       lower_bound=1, flag_values=fv)
   flags.DEFINE_list('num_samples', ['1', '16', '100'],
                     'Images per sampling call (models): a report for each.', flag_values=fv)
   flags.DEFINE_integer('batch_size_train', 64,
-                       'Images per training step (models, memory, drift).',
+                       'Images per training step (models, memory, drift, '
+                       'quality).',
                        lower_bound=1, flag_values=fv)
   flags.DEFINE_list('depths', ['4', '8', '16', '32'],
                     'Steps per level D (memory, drift): a row each.',
@@ -120,12 +151,41 @@ def define_flags(fv=FLAGS):
   flags.DEFINE_list('couplings', ['affine', 'quad'],
                     'Couplings of the CInC flows (memory).', flag_values=fv)
   flags.DEFINE_list(
-      'models', None, 'Rows to time (models), comma-separated names as in the '
-      f'table: {", ".join(row[0] for row in models_lib.MODELS)}; default all.', flag_values=fv)
+      'models', None, 'Rows to time (models) or to train (quality), '
+      'comma-separated names as in the table; default all. models: '
+      f'{", ".join(row[0] for row in models_lib.MODELS)}. quality: '
+      f'{", ".join(row[0] for row in quality_lib.ROWS)}.', flag_values=fv)
   flags.DEFINE_list(
       'served_models', ['CInC+affine'],
       'CIncFlow rows (at --width) whose SavedModel is timed against the '
       'model in memory (models); empty: none.', flag_values=fv)
+  flags.DEFINE_string('dataset', data.EMBEDDED, "Training and held-out data "
+                      "(quality): 'embedded', a TFDS name or 'folder:PATH', "
+                      'as in train.train.', flag_values=fv)
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory (quality).',
+                      flag_values=fv)
+  flags.DEFINE_bool('download', True, 'Let TFDS download and prepare the '
+                    'dataset (quality).', flag_values=fv)
+  flags.DEFINE_integer('image_size', None, "Side of the images (quality); "
+                       "default the dataset's.", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer('steps', 1000, 'Optimizer steps of every run '
+                       '(quality).', lower_bound=1, flag_values=fv)
+  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds of the initial weights '
+                    'and batch order (quality): a run of every row each.',
+                    flag_values=fv)
+  flags.DEFINE_enum('optimizer', quality_lib.RECIPE['optimizer'],
+                    training.OPTIMIZERS, 'Optimizer (quality).',
+                    flag_values=fv)
+  flags.DEFINE_float('learning_rate', quality_lib.RECIPE['learning_rate'],
+                     'Learning rate after warm-up (quality).', lower_bound=0,
+                     flag_values=fv)
+  flags.DEFINE_integer('warmup_steps', quality_lib.RECIPE['warmup_steps'],
+                       'Steps of linear warm-up (quality).', lower_bound=0,
+                       flag_values=fv)
+  flags.DEFINE_float('ema', quality_lib.RECIPE['ema'], 'Momentum of the '
+                     'averaged weights, in [0, 1) (quality).', lower_bound=0,
+                     upper_bound=0.999999, flag_values=fv)
   flags.DEFINE_bool('paper_size', False, 'Also time the paper\'s L=3, D=32, '
                     'width 512 models (models; slow).', flag_values=fv)
 
@@ -150,9 +210,10 @@ def define_flags(fv=FLAGS):
     return True
 
   def check_model_names(models):
+    # Rows of either table; `_run` checks them against the benchmark's own.
     try:
       if models is not None:
-        models_lib.check_models(models)
+        models_lib.check_models(models, models_lib.MODELS + quality_lib.ROWS)
     except ValueError as error:
       raise flags.ValidationError(str(error)) from None
     return True
@@ -181,6 +242,12 @@ def define_flags(fv=FLAGS):
       'num_samples', lambda sizes: check_batch_sizes(sizes, '--num_samples'), flag_values=fv)
   flags.register_validator('models', check_model_names, flag_values=fv)
   flags.register_validator(
+      'seeds', lambda seeds: bool(seeds) and all(
+          seed.isdigit() for seed in seeds),
+      '--seeds: expected comma-separated ints >= 0', flag_values=fv)
+  flags.register_validator(
+      'dataset', _known_dataset, '--dataset: unknown dataset', flag_values=fv)
+  flags.register_validator(
       'depths', lambda sizes: check_batch_sizes(sizes, '--depths'),
       flag_values=fv)
   flags.register_validator(
@@ -191,16 +258,37 @@ def define_flags(fv=FLAGS):
       ['image_shape', 'levels', 'paper_size'], check_image_shape, flag_values=fv)
 
 
+def _known_dataset(name):
+  try:
+    data.default_image_size(name)
+  except data.DataError as error:
+    raise flags.ValidationError(str(error)) from None
+  return True
+
+
 def _run(argv):
   if len(argv) != 2 or argv[1] not in BENCHMARKS:
     got = ' '.join(argv[1:]) or 'nothing'
     sys.exit(f'benchmarks: expected one benchmark name out of '
              f'{sorted(BENCHMARKS)}, got {got!r}.')
+  if argv[1] == 'quality':
+    for name, value in QUALITY_DEFAULTS.items():
+      if not FLAGS[name].present:
+        FLAGS[name].value = value
+  if FLAGS.models is not None and argv[1] in _ROW_CHECKS:
+    try:
+      _ROW_CHECKS[argv[1]](FLAGS.models)
+    except ValueError as error:
+      sys.exit(f'benchmarks: {error}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # TF's INFO lines (export).
   harness.use_threads(FLAGS.threads)
   tf.get_logger().setLevel('ERROR')  # Its tf.functions are no "retracing".
-  print(BENCHMARKS[argv[1]](), flush=True)
+  try:
+    report = BENCHMARKS[argv[1]]()
+  except (data.DataError, run_lib.RunError) as error:
+    sys.exit(f'benchmarks: {error}')
+  print(report, flush=True)
 
 
 def main():

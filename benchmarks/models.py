@@ -59,7 +59,7 @@ _RATIOS = (
 PAPER_SIZE = (3, 32, 512)  # The paper's levels, depth and width.
 
 
-def _count(variables):
+def count_parameters(variables):
   return sum(math.prod(variable.shape) for variable in variables)
 
 
@@ -82,7 +82,7 @@ def _cinc_flow(image_shape, levels, depth, width, conv, coupling, x,
   sample = tf.function(
       lambda seed: tf.reduce_sum(sampled.sample(num_samples, seed=seed)))
   step = tf.function(lambda x: trained.train_step(x)['bits_per_dim'])
-  return _count(trained.trainable_variables), sample, step
+  return count_parameters(trained.trainable_variables), sample, step
 
 
 def _closest_width(a, b, c, target):
@@ -93,13 +93,13 @@ def _closest_width(a, b, c, target):
              key=lambda w: abs(a * w * w + b * w + c - target))
 
 
-def _matched_flow_width(image_shape, levels, depth, conv, coupling, target):
+def matched_flow_width(image_shape, levels, depth, conv, coupling, target):
   """The `CIncFlow` width whose parameter count is closest to `target`.
 
   The count is a quadratic in the width (each network has one width x width
   convolution, the rest is linear in it or fixed), so three counts fix it.
   """
-  count = lambda width: _count(flow.CIncFlow(
+  count = lambda width: count_parameters(flow.CIncFlow(
       image_shape, levels=levels, depth=depth, width=width, conv=conv,
       coupling=coupling).trainable_variables)
   p1, p2, p3 = count(1), count(2), count(3)
@@ -108,7 +108,7 @@ def _matched_flow_width(image_shape, levels, depth, conv, coupling, target):
   return _closest_width(a, b, p1 - a - b, target)
 
 
-def _tfp_glow(image_shape, levels, steps, hidden, input_channels=None):
+def tfp_glow(image_shape, levels, steps, hidden, input_channels=None):
   """`tfb.Glow`; appends its coupling networks' input channels to the list."""
 
   def coupling(shape):
@@ -121,7 +121,7 @@ def _tfp_glow(image_shape, levels, steps, hidden, input_channels=None):
       exit_bijector_fn=tfp.bijectors.GlowDefaultExitNetwork)
 
 
-def _matched_tfp_glow(image_shape, levels, depth, width, target):
+def matched_tfp_glow(image_shape, levels, depth, width, target):
   """(`tfb.Glow` with `depth` steps per block, its hidden width): the width
   that brings its parameter count closest to `target`.
 
@@ -130,12 +130,13 @@ def _matched_tfp_glow(image_shape, levels, depth, width, target):
   Glow does not depend on h.
   """
   channels = []
-  glow = _tfp_glow(image_shape, levels, depth, width, channels)
+  glow = tfp_glow(image_shape, levels, depth, width, channels)
   a, b = len(channels), sum(27 * c + 2 for c in channels)
-  c = _count(glow.trainable_variables) - a * width * width - b * width
+  c = (count_parameters(glow.trainable_variables) - a * width * width -
+       b * width)
   hidden = _closest_width(a, b, c, target)
   if hidden != width:
-    glow = _tfp_glow(image_shape, levels, depth, hidden)
+    glow = tfp_glow(image_shape, levels, depth, hidden)
   return glow, hidden
 
 
@@ -160,7 +161,7 @@ def _tfp_glow_functions(glow, x, num_samples, n_bits=8):
 
   sample = tf.function(lambda seed: tf.reduce_sum(
       distribution.sample(num_samples, seed=seed)))
-  return _count(variables), sample, step
+  return count_parameters(variables), sample, step
 
 
 def time_models(image_shape, levels, depth, width, num_samples, batch_size,
@@ -178,12 +179,12 @@ def time_models(image_shape, levels, depth, width, num_samples, batch_size,
   for name, conv, coupling, row_width in sorted(
       rows, key=lambda row: row[3] == 'matched'):
     if conv is None:
-      glow, widths[name] = _matched_tfp_glow(image_shape, levels, depth,
+      glow, widths[name] = matched_tfp_glow(image_shape, levels, depth,
                                              width, parameters['Glow'])
       parameters[name], sample, step = _tfp_glow_functions(glow, x,
                                                            num_samples)
     else:
-      widths[name] = width if row_width is None else _matched_flow_width(
+      widths[name] = width if row_width is None else matched_flow_width(
           image_shape, levels, depth, conv, coupling, parameters['Glow'])
       parameters[name], sample, step = _cinc_flow(
           image_shape, levels, depth, widths[name], conv, coupling, x,
@@ -288,16 +289,16 @@ def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
   return '\n\n'.join([header, harness.markdown(rows)] + notes)
 
 
-def check_models(models):
-  """A ValueError unless `models` names rows of the table, with 'Glow' when
-  a row is matched to its parameter count."""
-  names = [row[0] for row in MODELS]
+def check_models(models, rows=MODELS):
+  """A ValueError unless `models` names rows of the table `rows`, with
+  'Glow' when a row is matched to its parameter count."""
+  names = [row[0] for row in rows]
   if not models:
     raise ValueError(f'--models: name at least one of the rows {names}.')
   unknown = [name for name in models if name not in names]
   if unknown:
     raise ValueError(f'--models: unknown {unknown}; the rows are {names}.')
-  matched = [row[0] for row in MODELS if row[3] == 'matched']
+  matched = [row[0] for row in rows if row[3] == 'matched']
   if 'Glow' not in models and set(matched) & set(models):
     raise ValueError(f'--models: {matched} are sized after Glow, so they '
                      f'need Glow too; got {list(models)}.')

@@ -15,6 +15,7 @@ from benchmarks import drift
 from benchmarks import layers
 from benchmarks import memory
 from benchmarks import models
+from benchmarks import quality
 from tests import train_helpers as helpers
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,13 +219,86 @@ def test_drift_report_rebuilds_each_level_input_to_rounding():
   assert any(float(cell) > 0 for cell in rows[1][1:])
 
 
+def test_quality_report_is_reproducible_from_its_seeds():
+  """Every run of a seed is the same run: the same seed twice gives the same
+  bits/dim, so each row's spread is 0 and so is each difference's."""
+  lines = []
+  report = quality.run_quality(
+      image_size=8, levels=1, depth=1, width=4, batch_size=4, steps=3,
+      seeds=(0, 0), rows=['Glow', 'CInC+quad (Glow params)', 'TFP Glow'],
+      progress=lines.append)
+  header = report.splitlines()[0]
+  for field in ('TF ', 'embedded, image 8x8x1', 'L=1, D=1, width 4',
+                '3 steps of batch 4', 'learning_rate 0.003', 'seeds 0,0',
+                'CPUs '):
+    assert field in header
+  rows = _table(report, 'test bits/dim (mean)', first='model')
+  assert rows[0] == ['model', 'width', 'params', 'test bits/dim (mean)',
+                     'std', 'per seed', 'run s']
+  assert [row[0] for row in rows[1:]] == ['Glow', 'CInC+quad (Glow params)',
+                                          'TFP Glow']
+  params = {row[0]: int(row[2].replace(',', '')) for row in rows[1:]}
+  for row in rows[1:]:
+    first, second = row[5].split()
+    assert first == second and row[4] == '0.0000', row
+    # Three steps from the start: far from trained, but finite.
+    assert 1 < float(row[3]) < 100 and float(row[6]) > 0
+  assert abs(params['TFP Glow'] / params['Glow'] - 1) < 0.1
+  assert abs(params['CInC+quad (Glow params)'] / params['Glow'] - 1) < 0.2
+  differences = _table(report, 'minus Glow (mean)', first='model')
+  assert [row[0] for row in differences[1:]] == ['CInC+quad (Glow params)',
+                                                 'TFP Glow']
+  for row in differences[1:]:
+    assert row[2] == '0.0000' and row[4] == 'yes' and float(row[1]) != 0
+  assert len(lines) == 6 and lines[0].startswith('Glow seed 0: test bits/dim')
+
+
+def test_tfp_glow_model_fits_and_swaps_in_its_averages():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cinc_tfp import training  # pylint: disable=g-import-not-at-top
+  shape = (4, 4, 1)
+  x = tf.random.stateless_uniform((8, *shape), [0, 1], -0.5, 0.5)
+  model = quality.TFPGlowFlow(models.tfp_glow(shape, 1, 1, 4), shape)
+  before = float(tf.reduce_mean(model.bits_per_dim(x)))
+  variables = model.glow.trainable_variables
+  optimizer = training.optimizer('adam', 1e-2, ema=0.5, variables=variables)
+  model.compile(optimizer=optimizer)
+  history = model.fit(tf.data.Dataset.from_tensors(x).repeat(), epochs=1,
+                      steps_per_epoch=20, verbose=0)
+  raw = [v.numpy() for v in variables]
+  after = float(tf.reduce_mean(model.bits_per_dim(x)))
+  assert after < before - 0.1 and history.history['bits_per_dim']
+  optimizer.swap_in_averages(variables)
+  averaged = [v.numpy() for v in variables]
+  assert any(not np.allclose(a, b) for a, b in zip(raw, averaged))
+
+
+def test_quality_rows_are_checked():
+  with pytest.raises(ValueError, match='unknown'):
+    quality.check_rows(['Glow', 'Nope'])
+  with pytest.raises(ValueError, match='need Glow'):
+    quality.check_rows(['CInC+quad (Glow params)'])
+  quality.check_rows(['Glow', 'TFP Glow'])
+
+
+@pytest.mark.parametrize('args, words', [
+    (['quality', '--models=Glow,CInC+affine (Glow params)'],
+     ['unknown', 'CInC+affine (Glow params)']),
+    (['models', '--models=Glow,Emerging+quad'], ['unknown', 'Emerging+quad']),
+    (['quality', '--dataset=folder:/no/such/folder', '--models=Glow'],
+     ['/no/such/folder']),
+])
+def test_quality_and_models_reject_rows_and_data_with_one_line(args, words):
+  helpers.assert_fails_with_one_line(_run(*args), *words)
+
+
 def test_matched_flow_width_is_the_closest_width():
   from cinc_tfp import flow  # pylint: disable=g-import-not-at-top
   shape, levels, depth = (8, 8, 4), 2, 1
-  count = lambda width: models._count(flow.CIncFlow(
+  count = lambda width: models.count_parameters(flow.CIncFlow(
       shape, levels=levels, depth=depth, width=width, conv='cinc',
       coupling='quad').trainable_variables)
-  matched = lambda target: models._matched_flow_width(
+  matched = lambda target: models.matched_flow_width(
       shape, levels, depth, 'cinc', 'quad', target)
   at_40, at_41 = count(40), count(41)
   assert matched(at_40) == 40
@@ -275,6 +349,11 @@ def test_unknown_benchmark_fails_with_one_line():
     ('memory', '--depths=4,0', 'depths'),
     ('memory', '--couplings=quad,additive', 'couplings'),
     ('drift', '--train_steps=0', 'train_steps'),
+    ('quality', '--seeds=0,x', 'seeds'),
+    ('quality', '--steps=0', 'steps'),
+    ('quality', '--dataset=nope', 'dataset'),
+    ('quality', '--ema=1', 'ema'),
+    ('quality', '--models=Nope', 'models'),
 ])
 def test_bad_flag_fails_clearly(benchmark_name, flag, name):
   flag_values = flags.FlagValues()
