@@ -175,7 +175,7 @@ def _spread(values):
 
 
 def run_quality(dataset=data.EMBEDDED, image_size=None, levels=2, depth=4,
-                width=64, batch_size=32, steps=1000, seeds=(0, 1, 2),
+                width=32, batch_size=32, steps=1000, seeds=(0, 1, 2),
                 rows=None, data_dir=None, download=True, recipe=None,
                 progress=None):
   """Runs the `quality` benchmark and returns its report.
