@@ -102,10 +102,11 @@ def _quality_from_flags():
 BENCHMARKS = {'layers': _layers_from_flags, 'models': _models_from_flags,
               'memory': _memory_from_flags, 'drift': _drift_from_flags,
               'quality': _quality_from_flags}
-# The model flags' values for `quality` where not given: a model that
-# trains 3 seeds of every row in about 30 minutes on two cores.
-# (`quality.run_quality`'s own defaults.)
-QUALITY_DEFAULTS = dict(levels=2, depth=4, width=32, batch_size_train=32)
+# The model flags' values for `quality` where not given (`quality.MODEL`).
+QUALITY_DEFAULTS = dict(levels=quality_lib.MODEL['levels'],
+                        depth=quality_lib.MODEL['depth'],
+                        width=quality_lib.MODEL['width'],
+                        batch_size_train=quality_lib.MODEL['batch_size'])
 # Checks of --models, by benchmark.
 _ROW_CHECKS = {'models': models_lib.check_models,
                'quality': quality_lib.check_rows}

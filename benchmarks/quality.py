@@ -39,7 +39,7 @@ from cinc_tfp import trainer
 from . import harness
 from . import models as models_lib
 
-__all__ = ['ROWS', 'TFPGlowFlow', 'check_rows', 'run_quality', 'train_row']
+__all__ = ['MODEL', 'RECIPE', 'ROWS', 'TFPGlowFlow', 'check_rows', 'run_quality', 'train_row']
 
 # Rows: (name, conv, coupling, width) of a `CIncFlow`, or no conv for TFP's
 # `tfb.Glow`. Width `None` is the `width` argument; 'matched' the width that
@@ -56,6 +56,9 @@ ROWS = (
     ('1x1+quad (Glow params)', '1x1', 'quad', 'matched'),
     ('TFP Glow', None, None, 'matched'),
 )
+# The default model and budget: every row, 3 seeds, in about 30 minutes on
+# two cores (also the command's defaults).
+MODEL = dict(levels=2, depth=4, width=32, batch_size=32)
 # The recipe of the train command (`python -m train.train`).
 RECIPE = dict(optimizer='adamax', learning_rate=3e-3, warmup_steps=200,
               ema=0.99)
@@ -101,13 +104,8 @@ class TFPGlowFlow(keras.Model):
 def _train_tfp_glow(options, hidden):
   """Trains and scores `tfb.Glow` with `hidden` hidden channels on
   `options`' data, batches and recipe; returns its test bits/dim."""
-  config = {key: options[key] for key in run_lib.RUN_KEYS}
+  train_images, test_images, config = trainer.data_and_config(options)
   shape = (config['image_size'], config['image_size'], config['channels'])
-  train_images, test_images = (
-      data.load_images(config['dataset'], split, config['image_size'],
-                       options['data_dir'], options['download'])
-      for split in ('train', options['eval_split'] or
-                    data.default_eval_split(config['dataset'])))
   keras.utils.set_random_seed(config['seed'])  # The networks' initializers.
   glow = models_lib.tfp_glow(shape, config['levels'], config['depth'], hidden)
   model = TFPGlowFlow(glow, shape, config['n_bits'])
@@ -174,10 +172,11 @@ def _spread(values):
   return statistics.stdev(values) if len(values) > 1 else 0.
 
 
-def run_quality(dataset=data.EMBEDDED, image_size=None, levels=2, depth=4,
-                width=32, batch_size=32, steps=1000, seeds=(0, 1, 2),
-                rows=None, data_dir=None, download=True, recipe=None,
-                progress=None):
+def run_quality(dataset=data.EMBEDDED, image_size=None,
+                levels=MODEL['levels'], depth=MODEL['depth'],
+                width=MODEL['width'], batch_size=MODEL['batch_size'],
+                steps=1000, seeds=(0, 1, 2), rows=None, data_dir=None,
+                download=True, recipe=None, progress=None):
   """Runs the `quality` benchmark and returns its report.
 
   Args:

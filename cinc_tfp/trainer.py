@@ -28,8 +28,8 @@ from cinc_tfp import export
 from cinc_tfp import run as run_lib
 from cinc_tfp import training
 
-__all__ = ['STRATEGIES', 'SAMPLES_PER_ROW', 'Guard', 'fit_segments',
-           'make_strategy', 'train']
+__all__ = ['STRATEGIES', 'SAMPLES_PER_ROW', 'Guard', 'data_and_config',
+           'fit_segments', 'make_strategy', 'train']
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
 SAMPLES_PER_ROW = 8
@@ -164,7 +164,7 @@ def _samples_per_row(trained):
   return max(SAMPLES_PER_ROW, trained.num_classes or 0)
 
 
-def _data_and_config(options):
+def data_and_config(options):
   """Train and held-out `uint8` datasets (of `(image, label)` pairs for a
   conditional run), and the run configuration."""
   name = options['dataset']
@@ -250,7 +250,7 @@ def train(options, strategy=None):
   write_dir = run_dir.path if chief else tempfile.mkdtemp(
       prefix='cinc-worker-')
   try:
-    train_images, test_images, config = _data_and_config(options)
+    train_images, test_images, config = data_and_config(options)
     model, manager = _restore_or_start(
         config, strategy, run_dir, write_dir, options['checkpoint_every'],
         chief)
