@@ -33,7 +33,7 @@ __all__ = [
     'EMBEDDED', 'DataError', 'check_image_path', 'class_names',
     'default_eval_split', 'default_image_size', 'dequantize', 'image_grid',
     'IMAGE_FORMATS', 'load_folder', 'load_images', 'pipeline', 'quantize',
-    'SHUFFLE_BUFFER', 'write_image'
+    'shuffle_blocks', 'SHUFFLE_BUFFER', 'write_image'
 ]
 
 EMBEDDED = 'embedded'
@@ -412,6 +412,35 @@ def quantize(x, n_bits=8):
   return tf.cast(bins * 2.0**(8 - n_bits), tf.uint8)
 
 
+def shuffle_blocks(elements, seed, block=SHUFFLE_BUFFER):
+  """Shuffles a dataset as a function of `seed` alone.
+
+  Block `i`, elements `[i * block, (i + 1) * block)`, comes out in a
+  uniformly random order drawn with the stateless seed `[seed, i]`. Unlike
+  `tf.data.Dataset.shuffle`, the order does not depend on TensorFlow's
+  global seed (`tf.random.set_seed`), so a process that sets one resumes a
+  run on the same stream as a fresh process. Shuffle a repeated dataset
+  (`images.repeat()`): each pass then falls in different blocks, in a new
+  order. Holds one block in memory, like a shuffle buffer of `block`.
+
+  Args:
+    elements: a `tf.data.Dataset` of tensors or nested structures of them.
+    seed: int seed.
+    block: positive int, elements permuted together.
+  """
+  _util.positive_int(block, 'block', DataError)
+  if not isinstance(seed, int) or isinstance(seed, bool):
+    raise DataError(f'seed must be an int, got {seed!r}.')
+
+  def permute(index, batch):
+    count = tf.shape(tf.nest.flatten(batch)[0])[0]
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(count), tf.stack([tf.constant(seed, tf.int64), index]))
+    return tf.nest.map_structure(lambda t: tf.gather(t, order), batch)
+
+  return elements.batch(block).enumerate().map(permute).unbatch()
+
+
 def pipeline(images,
              batch_size,
              n_bits=8,
@@ -422,18 +451,19 @@ def pipeline(images,
   """Batches and dequantizes a `uint8` image dataset, reproducibly; labels
   of `(image, label)` pairs pass through.
 
-  Optionally shuffles (seeded) and repeats, batches, then dequantizes batch
-  `i` with the stateless seed `[seed, i]`: the stream depends only on `seed`.
-  So each pass over a dataset that is not repeated has the same noise; for
-  fresh noise all through training, pass `repeat=True` and give `fit` a
-  `steps_per_epoch` (as `train/` does).
+  Optionally repeats and shuffles (`shuffle_blocks`), batches, then
+  dequantizes batch `i` with the stateless seed `[seed, i]`: the stream
+  depends only on `seed`, not on TensorFlow's global seed, and every new
+  iterator yields it again. So each pass over a dataset that is not repeated
+  has the same order and noise; for fresh ones all through training, pass
+  `repeat=True` and give `fit` a `steps_per_epoch` (as `train/` does).
 
   Args:
     images: dataset of `uint8` `[S, S, C]` images, or of `(image, label)`
       pairs with integer scalar labels (`load_images`).
     batch_size: positive int `B`.
     n_bits: bits per channel kept, 1..8.
-    shuffle: shuffle with a buffer of 10,000 images.
+    shuffle: shuffle in blocks of 10,000 images.
     repeat: repeat forever.
     seed: int seed of shuffling and dequantization noise.
     drop_remainder: drop a last, smaller batch (keeps `B` static).
@@ -455,10 +485,10 @@ def pipeline(images,
     raise DataError(
         'pipeline takes a dataset of images or of (image, label) pairs with '
         f'integer scalar labels, got elements {spec}.')
-  if shuffle:
-    images = images.shuffle(SHUFFLE_BUFFER, seed=seed)
   if repeat:
     images = images.repeat()
+  if shuffle:
+    images = shuffle_blocks(images, seed)
   batches = images.batch(batch_size, drop_remainder=drop_remainder)
 
   def convert(index, batch):

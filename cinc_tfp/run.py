@@ -335,16 +335,14 @@ def _saved_variables(path):
 def training_stream(images, config):
   """The training batches of a run: a function of `config['seed']` alone.
 
-  The `uint8` images are repeated, then shuffled with the same seeds on
-  every iteration, batched and dequantized (`data.pipeline`): every new
-  iterator yields the same stream, so `stream.skip(step)` takes it up where
-  a checkpoint of step `step` left it. Sharded by data under `tf.distribute`.
+  The `uint8` images are repeated, shuffled, batched and dequantized by
+  `data.pipeline`, which does not depend on TensorFlow's global seed. Every
+  new iterator yields the same stream, so `stream.skip(step)` takes it up
+  where a checkpoint of step `step` left it. Sharded by data under
+  `tf.distribute`.
   """
-  shuffled = images.repeat().shuffle(
-      data.SHUFFLE_BUFFER, seed=config['seed'],
-      reshuffle_each_iteration=False)
-  stream = data.pipeline(shuffled, config['batch_size'], config['n_bits'],
-                         shuffle=False, seed=config['seed'])
+  stream = data.pipeline(images, config['batch_size'], config['n_bits'],
+                         repeat=True, seed=config['seed'])
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = (
       tf.data.experimental.AutoShardPolicy.DATA)

@@ -342,6 +342,32 @@ def test_pipeline():
   assert [len(batch) for batch in kept] == [8] * 6 + [2]
 
 
+def test_shuffle_blocks_permutes_each_block_by_the_seed_alone():
+  stream = tf.data.Dataset.range(7).repeat()
+  def take(seed, count=21):
+    shuffled = data.shuffle_blocks(stream, seed=seed, block=7)
+    return list(shuffled.take(count).as_numpy_iterator())
+
+  first = take(1)
+  blocks = [first[i:i + 7] for i in range(0, 21, 7)]
+  assert all(sorted(block) == list(range(7)) for block in blocks)
+  assert blocks[0] != list(range(7)) and len({tuple(b) for b in blocks}) == 3
+  tf.random.set_seed(99)  # tf.data.Dataset.shuffle would follow this seed.
+  assert take(1) == first
+  assert take(2) != first
+  # Blocks that do not divide the stream; pairs stay together.
+  pairs = tf.data.Dataset.range(10).map(lambda i: (i, 2 * i))
+  shuffled = list(
+      data.shuffle_blocks(pairs, seed=0, block=4).as_numpy_iterator())
+  assert all(b == 2 * a for a, b in shuffled)
+  assert [sorted(a for a, _ in shuffled[i:i + 4]) for i in (0, 4, 8)] == [
+      [0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+  with pytest.raises(data.DataError, match='block'):
+    data.shuffle_blocks(stream, seed=0, block=0)
+  with pytest.raises(data.DataError, match='seed'):
+    data.shuffle_blocks(stream, seed=1.5)
+
+
 def test_pipeline_shuffles_and_seeds_the_noise():
   rng = np.random.default_rng(3)
   raw = _random_image(rng, [40, 4, 4, 1])
