@@ -14,3 +14,15 @@ def random_network(out_channels, in_channels, dtype, seed, width=8):
     weight.assign(0.3 * keras.random.normal(weight.shape, seed=generator,
                                             dtype=dtype))
   return network
+
+
+class CountingNetwork:
+  """Wraps a network and counts its calls."""
+
+  def __init__(self, network):
+    self.network = network
+    self.calls = 0
+
+  def __call__(self, x):
+    self.calls += 1
+    return self.network(x)

@@ -11,20 +11,8 @@ from tests import coupling_checks
 tfb = tfp.bijectors
 
 
-class CountingNetwork:
-  """Wraps a network and counts its calls."""
-
-  def __init__(self, network):
-    self.network = network
-    self.calls = 0
-
-  def __call__(self, x):
-    self.calls += 1
-    return self.network(x)
-
-
 def _counted_chain():
-  networks = [CountingNetwork(coupling_checks.random_network(
+  networks = [coupling_checks.CountingNetwork(coupling_checks.random_network(
       2 * 3, i * 3, 'float64', seed=i)) for i in (1, 2, 3)]
   conv = bijectors.CIncConv2D(**init.cinc_conv(12, seed=0, dtype=tf.float64))
   chain = tfb.Chain([
@@ -68,3 +56,12 @@ def test_event_ndims_follow_the_chain():
   np.testing.assert_allclose(
       np.broadcast_to(log_det, [5]), 16. * (np.log(2.) + np.log(3.)),
       rtol=1e-6)
+
+
+def test_parts_are_the_chains_leaves_in_the_order_they_apply():
+  chain, _ = _counted_chain()
+  nested = tfb.Chain([tfb.Identity(), chain])
+  found = bijectors.fused.parts(nested, 3)
+  assert [type(part).__name__ for part, _ in found] == [
+      'Squeeze', 'CIncConv2D', 'QuadCoupling', 'Reshape', 'Identity']
+  assert [event_ndims for _, event_ndims in found] == [3, 3, 3, 3, 1]

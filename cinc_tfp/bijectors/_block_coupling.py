@@ -102,6 +102,29 @@ class BlockCoupling(_base.NetworkBijector):
     x = restore(tf.concat(inputs, axis=-1))
     return x, tf.reshape(log_det, tf.shape(x)[:-3])
 
+  def replay_forward(self, y, tape):
+    """The inverse of `y` and the forward from it under `tape`, each
+    network run once for both (the contract of `recompute.replay`): the
+    recovered blocks are constants that `tape` watches, so the recorded
+    networks and outputs are the forward's at the rebuilt input."""
+    blocks, restore = self._blocks(y)
+    inputs = [tf.stop_gradient(blocks[0])]
+    tape.watch(inputs[0])
+    outputs = inputs[:1]
+    log_det = 0.
+    for i in range(1, self._num_blocks):
+      shift, log_scale = self._shift_and_log_scale(i - 1, inputs)
+      with tape.stop_recording():
+        block = tf.stop_gradient(blocks[i] * tf.exp(-log_scale) - shift)
+      tape.watch(block)
+      inputs.append(block)
+      outputs.append((block + shift) * tf.exp(log_scale))
+      log_det += tf.reduce_sum(log_scale, axis=[1, 2, 3])
+    assemble = lambda parts: restore(tf.concat(parts, axis=-1))  # pylint: disable=unnecessary-lambda-assignment
+    y_again = assemble(outputs)
+    return inputs, assemble, y_again, tf.reshape(log_det,
+                                                 tf.shape(y_again)[:-3])
+
   def _inverse(self, y):
     return self.inverse_and_log_det(y)[0]
 

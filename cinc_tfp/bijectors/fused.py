@@ -9,7 +9,7 @@ import tensorflow_probability as tfp
 
 from cinc_tfp.bijectors import _base
 
-__all__ = ['forward_and_log_det', 'inverse_and_log_det']
+__all__ = ['forward_and_log_det', 'inverse_and_log_det', 'parts']
 
 
 def _is_chain(bijector):
@@ -65,3 +65,16 @@ def inverse_and_log_det(bijector, y, event_ndims=None):
     return bijector.inverse_and_log_det(y)
   return (bijector.inverse(y),
           bijector.inverse_log_det_jacobian(y, event_ndims=event_ndims))
+
+
+def parts(bijector, event_ndims):
+  """The bijectors that are not chains in `bijector`, walked through chains,
+  in the order they apply forward, each with the rank of its input's events
+  (`bijector`'s input having rank `event_ndims`)."""
+  if not _is_chain(bijector):
+    return [(bijector, event_ndims)]
+  found = []
+  for part in reversed(bijector.bijectors):
+    found += parts(part, event_ndims)
+    event_ndims = part.forward_event_ndims(event_ndims)
+  return found

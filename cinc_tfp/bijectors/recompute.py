@@ -6,7 +6,7 @@ import tensorflow_probability as tfp
 from cinc_tfp.bijectors import _base
 from cinc_tfp.bijectors import fused
 
-__all__ = ['Recompute']
+__all__ = ['Recompute', 'replay']
 
 
 class Recompute(_base.NetworkBijector):
@@ -19,14 +19,17 @@ class Recompute(_base.NetworkBijector):
   Each step `f_i` comes from a zero-argument callable of `make_steps` that
   builds it from the current weights (variables read when it is called).
   `forward_and_log_det` keeps only the output `y`: its gradient walks the
-  steps backwards, as a RevNet's does (Gomez et al., 2017), rebuilding each
-  step's input `x_{i-1} = f_i^{-1}(x_i)` with the step's exact inverse and
-  then differentiating that one step again. A training step so holds one
-  step's activations at a time, whatever the number of steps, for one more
-  forward and one inverse pass per step. The gradients are those of the
-  plain chain at the rebuilt inputs, which differ from the true inputs by the
-  inverse's rounding, compounded over the steps (a handful of float32 ulps
-  per step: see the README).
+  steps backwards, as a RevNet's does (Gomez et al., 2017), one bijector of
+  a step at a time (chains are walked through): it rebuilds the bijector's
+  input with its exact inverse and differentiates its forward from there
+  (`replay`). A coupling does both with one run of each network, since its
+  inverse feeds them the same blocks as its forward; any other bijector is
+  inverted, then run forward again. A training step so holds one bijector's
+  activations at a time, whatever the number of steps, for about one more
+  pass of the networks and one inverse of each convolution. The gradients
+  are those of the plain chain at the rebuilt inputs, which differ from the
+  true inputs by the inverse's rounding, compounded over the steps (a
+  handful of float32 ulps per step: see the README).
 
   `forward`, `inverse` and their log-dets are the plain chain's: only
   `forward_and_log_det` (what `fused.forward_and_log_det` and a `CIncFlow`'s
@@ -72,11 +75,10 @@ class Recompute(_base.NetworkBijector):
   def _inverse_log_det_jacobian(self, y):
     return fused.inverse_and_log_det(self._chain(), y, self._event_ndims)[1]
 
-  def _step_forward(self, make, x):
-    """One step's `(y, log_det)`, the log-det as one value per event."""
-    y, log_det = fused.forward_and_log_det(make(), x, self._event_ndims)
+  def _batch_log_det(self, log_det, x):
+    """`log_det` as one value per event of `x`."""
     batch_shape = tf.shape(x)[:tf.rank(x) - self._event_ndims]
-    return y, tf.broadcast_to(tf.cast(log_det, x.dtype), batch_shape)
+    return tf.broadcast_to(tf.cast(log_det, x.dtype), batch_shape)
 
   def forward_and_log_det(self, x):
     x = tf.convert_to_tensor(x)
@@ -85,8 +87,9 @@ class Recompute(_base.NetworkBijector):
     def run(x):
       y, log_det = x, 0.
       for make in self._make_steps:
-        y, step_log_det = self._step_forward(make, y)
-        log_det += step_log_det
+        y, step_log_det = fused.forward_and_log_det(make(), y,
+                                                    self._event_ndims)
+        log_det += self._batch_log_det(step_log_det, y)
 
       def gradient(dy, dlog_det, variables=None):
         variables = list(variables or [])
@@ -95,23 +98,53 @@ class Recompute(_base.NetworkBijector):
         contributions = [[] for _ in variables]
         output = y
         for make in reversed(self._make_steps):
-          # After the later step's gradient: else a graph may rebuild every
-          # step at once, as soon as it can, and hold them all.
-          with tf.control_dependencies([dy]):
-            step_input = tf.stop_gradient(make().inverse(output))
-          with tf.GradientTape() as tape:
-            tape.watch(step_input)
-            step_output, step_log_det = self._step_forward(make, step_input)
-          grads = tape.gradient(
-              [step_output, step_log_det], [step_input] + variables,
-              output_gradients=[dy, dlog_det])
-          dy, output = grads[0], step_input
-          for found, grad in zip(contributions, grads[1:]):
-            if grad is not None:
-              found.append(grad)
+          # One tape per step, which sees `make` read the weights.
+          with tf.GradientTape(persistent=True) as tape:
+            for part, event_ndims in reversed(
+                fused.parts(make(), self._event_ndims)):
+              # After the later part's gradient: else a graph may rebuild
+              # every step at once, as soon as it can, and hold them all.
+              with tf.control_dependencies([dy]):
+                output = tf.identity(output)
+              inputs, assemble, part_output, part_log_det = replay(
+                  part, output, tape, event_ndims)
+              part_log_det = self._batch_log_det(part_log_det, output)
+              with tape.stop_recording():
+                grads = tape.gradient([part_output, part_log_det],
+                                      inputs + variables,
+                                      output_gradients=[dy, dlog_det])
+              dy = assemble([tf.zeros_like(t) if g is None else g
+                             for t, g in zip(inputs, grads)])
+              output = assemble(inputs)
+              for found, grad in zip(contributions, grads[len(inputs):]):
+                if grad is not None:
+                  found.append(grad)
         return dy, [tf.add_n(found) if found else None
                     for found in contributions]
 
       return (y, log_det), gradient
 
     return run(x)
+
+
+def replay(bijector, y, tape, event_ndims):
+  """Rebuilds `x = bijector.inverse(y)` and runs the forward from it under
+  `tape`, for the forward's gradient at `x` without its stored activations.
+
+  Returns `(inputs, assemble, y_again, log_det)`: `inputs` are tensors that
+  `tape` watches (`x` in parts) and `assemble` puts a list like them together
+  as one tensor like `x`; the forward's gradients with respect to `x` are
+  the gradients of `y_again` and `log_det` with respect to `inputs`,
+  assembled. A bijector with a `replay_forward(y, tape)` method of this
+  contract (the couplings: each network runs once for both directions) does
+  it itself; any other is inverted without recording, then its forward is
+  recorded.
+  """
+  if (hasattr(bijector, 'replay_forward') and
+      event_ndims == bijector.forward_min_event_ndims):
+    return bijector.replay_forward(y, tape)
+  with tape.stop_recording():
+    x = tf.stop_gradient(bijector.inverse(y))
+  tape.watch(x)
+  y_again, log_det = fused.forward_and_log_det(bijector, x, event_ndims)
+  return [x], lambda parts: parts[0], y_again, log_det
