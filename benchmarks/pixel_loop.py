@@ -2,7 +2,8 @@
 
 Forward substitution one pixel at a time in raster order, the sequential
 solver of the Emerging and CInC papers, in float64 as they ran it, compiled
-to machine code by numba with threads over the batch. It is what the
+to machine code by numba with threads over the batch (one image runs
+serially: waking threads for it only costs time). It is what the
 `layers` benchmark compares `CIncConv2D`'s inverse with; numba is optional
 (`pip install -e '.[benchmark]'`), and `available()` says whether it is here.
 """
@@ -53,7 +54,9 @@ def _solve_top_left(y, kernel):
   return x
 
 
-_compiled = None
+# numba's compilations of `_solve_top_left`, by whether threads share the
+# batch, made on first use.
+_compiled = {}
 
 
 def solve(y, kernel, corner='top_left'):
@@ -64,12 +67,12 @@ def solve(y, kernel, corner='top_left'):
     kernel: `[k, k, C, C]` effective kernel (diagonal tap triangular).
     corner: padded corner.
   """
-  global _compiled
   if numba is None:
     raise ImportError("benchmarks.pixel_loop needs numba: pip install -e "
                       "'.[benchmark]'")
-  if _compiled is None:
-    _compiled = numba.njit(parallel=True)(_solve_top_left)
+  threads = len(y) > 1
+  if threads not in _compiled:
+    _compiled[threads] = numba.njit(parallel=threads)(_solve_top_left)
   triangular_conv.check_corner(corner)
   axes = tuple(axis for axis, flipped in ((1, corner.startswith('bottom')),
                                           (2, corner.endswith('right')))
@@ -77,4 +80,4 @@ def solve(y, kernel, corner='top_left'):
   y = np.ascontiguousarray(np.flip(np.asarray(y, np.float64), axes))
   kernel = np.ascontiguousarray(
       np.flip(np.asarray(kernel, np.float64), tuple(a - 1 for a in axes)))
-  return np.flip(_compiled(y, kernel), axes)
+  return np.flip(_compiled[threads](y, kernel), axes)

@@ -13,14 +13,15 @@ from benchmarks import pixel_loop
 pytest.importorskip('numba')
 
 
+@pytest.mark.parametrize('batch', [1, 3])  # Serial, and threads.
 @pytest.mark.parametrize('corner', triangular_conv.CORNERS)
 @pytest.mark.parametrize('kernel_size', [1, 3, 5])
-def test_pixel_loop_matches_raster_reference(corner, kernel_size):
+def test_pixel_loop_matches_raster_reference(corner, kernel_size, batch):
   rng = np.random.default_rng(kernel_size)
   kernel = triangular_conv.triangular_kernel(
       tf.constant(0.2 * rng.normal(size=[kernel_size] * 2 + [3, 3])),
       tf.exp(tf.constant(0.3 * rng.normal(size=[3]))), corner)
-  x = tf.constant(rng.normal(size=[3, 6, 5, 3]))
+  x = tf.constant(rng.normal(size=[batch, 6, 5, 3]))
   y = triangular_conv.causal_conv2d(x, kernel, corner)
   solved = pixel_loop.solve(y.numpy(), kernel.numpy(), corner)
   np.testing.assert_allclose(
