@@ -371,10 +371,18 @@ class CIncFlow(keras.Model):
     a `tf.cond`, which `tf.distribute` refuses. Datasets, `PyDataset`s,
     iterators and generators (the first batch is trained on too) and arrays
     are taken; for anything else call `initialize` first.
+
+    It also builds the optimizer first: Keras would build it while tracing
+    the train step, and a traced function that creates variables is traced
+    a second time, which doubled the time to the first step (21.7 s against
+    9.3 s for the README's model on two cores).
     """
     if x is not None and not self.is_initialized:
       batch, x = _first_batch(x, kwargs.get('batch_size'))
       self.initialize(batch)
+    if self.optimizer is not None and not self.optimizer.built:
+      with self.distribute_strategy.scope():
+        self.optimizer.build(self.trainable_variables)
     return super().fit(x, *args, **kwargs)
 
   @property

@@ -192,6 +192,17 @@ def test_fit_takes_a_generator():
   assert model.is_initialized and len(history.history['bits_per_dim']) == 2
 
 
+def test_fit_builds_the_optimizer_so_the_step_is_traced_once():
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  traces = []
+  train_step = model.train_step
+  model.train_step = lambda data: traces.append(1) or train_step(data)
+  x = tf.random.stateless_uniform((8,) + IMAGE_SHAPE, [6, 0], -0.5, 0.5)
+  model.fit(x.numpy(), batch_size=4, epochs=1, shuffle=False, verbose=0)
+  assert model.optimizer.built and len(traces) == 1
+
+
 def test_fit_trains_on_every_batch_of_a_generator():
   model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
   model.compile(optimizer=keras.optimizers.SGD(1e-3))
