@@ -7,11 +7,15 @@ solver of the papers, in TensorFlow ops and compiled by numba as
 `pixel_loop`), Emerging forward and inverse, and the 1x1 convolution forward
 and inverse (this package's, and TFP's `tfb.ScaleMatvecLU` holding the same
 LU factors), and ActNorm's forward with its log-det (this package's, and
-TFP's `tfb.Scale` after `tfb.Shift` with the same parameters), each TensorFlow one compiled once with `tf.function` (XLA with
-`jit`). Each is timed per call from Python, so a TensorFlow call's fixed cost
-(about 0.1-0.3 ms here) is in its time, as numba's much smaller one is in the
-pixel loop's; each timing is the median over `repeats` interleaved calls
-after a warm-up call (`harness.median_ms`). The report has a table of
+TFP's `tfb.Scale` after `tfb.Shift` with the same parameters), each
+TensorFlow one compiled once with `tf.function` (XLA with `jit`). Each is
+timed per call from Python, so a TensorFlow call's fixed cost is in its
+time, as numba's much smaller one is in the pixel loop's. Two rows show
+that cost: `TF call` (a traced call that only sums its input) and `CInC inv
+(plan) in a graph`, one layer's share of `GRAPH_LAYERS` planned inverses of
+different layers in one call, as a flow's decode runs them. Each timing is
+the median over `repeats` interleaved calls after a warm-up call
+(`harness.median_ms`). The report has a table of
 timings and one of ratios per batch size; the targets the ratios are held
 to are in the README.
 """
@@ -33,15 +37,23 @@ from . import pixel_loop
 # 'planned_inverse' is the inverse with the layer's `InversePlan` (matrices
 # computed once, as a flow's decode and a SavedModel use it); 'pixel_loop'
 # the same raster algorithm compiled by numba (`pixel_loop`), float64.
+# 'planned_inverse_in_graph' is one layer's share of `GRAPH_LAYERS` planned
+# inverses of different layers run in one traced call, as a flow's decode
+# runs them; 'identity' is a traced call that returns its input's sum: the
+# fixed cost of calling TensorFlow that every other row but the pixel loop
+# pays once.
+GRAPH_LAYERS = 8
 _CANDIDATES = (
     ('CInC fwd', 'cinc', 'forward'),
     ('CInC inv', 'cinc', 'inverse'),
     ('CInC inv (plan)', 'cinc', 'planned_inverse'),
+    ('CInC inv (plan) in a graph', 'cinc', 'planned_inverse_in_graph'),
     ('pixel loop inv', 'cinc', 'pixel_loop'),
     ('raster inv', 'cinc', 'inverse_reference'),
     ('Emerging fwd', 'emerging', 'forward'),
     ('Emerging inv', 'emerging', 'inverse'),
     ('Emerging raster inv', 'emerging', 'inverse_reference'),
+    ('TF call', 'cinc', 'identity'),
     ('1x1 fwd', 'conv1x1', 'forward'),
     ('1x1 inv', 'conv1x1', 'inverse'),
     ('1x1 fwd (TFP LU)', 'scale_matvec_lu', 'forward'),
@@ -54,6 +66,9 @@ _RATIOS = (
     ('raster / CInC inv', 'raster inv', 'CInC inv'),
     ('CInC inv / fwd', 'CInC inv', 'CInC fwd'),
     ('pixel loop / CInC inv (plan)', 'pixel loop inv', 'CInC inv (plan)'),
+    ('pixel loop / CInC inv (plan) in a graph', 'pixel loop inv',
+     'CInC inv (plan) in a graph'),
+    ('pixel loop / TF call', 'pixel loop inv', 'TF call'),
     ('CInC inv / CInC inv (plan)', 'CInC inv', 'CInC inv (plan)'),
     ('Emerging inv / CInC inv', 'Emerging inv', 'CInC inv'),
     ('Emerging / CInC, raster inv', 'Emerging raster inv', 'raster inv'),
@@ -100,6 +115,20 @@ def _forward_and_log_det(bijector, x):
   return bijector.forward(x) + tf.reduce_sum(log_det)
 
 
+def _planned(cinc, width):
+  """`cinc` with the `InversePlan` of its weights."""
+  return bijectors.CIncConv2D(cinc.kernel, cinc.log_diag, cinc.bias,
+                              corner=cinc.corner,
+                              inverse_plan=cinc.plan_inverse(width))
+
+
+def _inverses(layers, y):
+  """The inverse of `layers` applied in order (the last one first)."""
+  for layer in reversed(layers):
+    y = layer.inverse(y)
+  return y
+
+
 def layer_candidates(shape, batch_size, jit, with_raster=True, seed=0):
   """(`{name: (fn, input)}`, `x`): each candidate of `_CANDIDATES` as a traced
   function of `[batch_size, *shape]` images that returns the sum of its
@@ -122,11 +151,21 @@ def layer_candidates(shape, batch_size, jit, with_raster=True, seed=0):
                 y - bias, kernel, cinc.corner)),
             cinc.forward(x).numpy().astype(np.float64))
       continue
+    if direction == 'planned_inverse_in_graph':
+      layers_in_graph = [cinc] + [_build(shape, seed + i)['cinc']
+                                  for i in range(1, GRAPH_LAYERS)]
+      planned = [_planned(layer, shape[1]) for layer in layers_in_graph]
+      inputs = x
+      for layer in layers_in_graph:
+        inputs = layer.forward(inputs)
+      candidates[name] = (tf.function(
+          lambda t, planned=planned: tf.reduce_sum(_inverses(planned, t)),
+          input_signature=[spec], jit_compile=jit or None), inputs)
+      continue
     if direction == 'planned_inverse':
-      planned = bijectors.CIncConv2D(
-          cinc.kernel, cinc.log_diag, cinc.bias, corner=cinc.corner,
-          inverse_plan=cinc.plan_inverse(shape[1]))
-      method = planned.inverse
+      method = _planned(cinc, shape[1]).inverse
+    elif direction == 'identity':
+      method = tf.identity
     elif direction == 'forward_and_log_det':
       method = functools.partial(_forward_and_log_det, layers[key])
     else:
@@ -151,7 +190,11 @@ def time_layers(shape, batch_size, repeats, raster_repeats, jit, seed=0):
             if direction == 'inverse_reference'}
   counts = {name: raster_repeats if name in raster else repeats
             for name in calls}
-  return harness.median_ms(calls, counts)
+  ms = harness.median_ms(calls, counts)
+  for name, _, direction in _CANDIDATES:
+    if direction == 'planned_inverse_in_graph' and name in ms:
+      ms[name] /= GRAPH_LAYERS
+  return ms
 
 
 def run_layers(batch_sizes=(1, 10, 100, 256), repeats=20,

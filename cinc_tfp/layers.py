@@ -129,22 +129,54 @@ class InvertibleConvLayer(keras.layers.Layer):
     self.built = True  # every weight exists, with its final shape
 
   def bijector(self, plan=True):
-    """The convolution from the current weights; with `plan`, its inverse
-    uses the weights' `InversePlan` while they keep their values (as
-    decoding and sampling do), else the plain solve (for an inverse inside
-    training, where they change at every step)."""
-    return self._bijector(inverse_plan=self._plan if plan and
-                          self.image_width is not None else None)
+    """The convolution from the current weights.
 
-  def _bijector(self, inverse_plan=None):
+    Args:
+      plan: `True`: its inverse uses the weights' `InversePlan` while they
+        keep their values (as decoding and sampling do), else the plain
+        solve; `False`: the plain solve (for an inverse inside training,
+        where they change at every step); or plans (`plans()`'s structure)
+        known to be those of the current weights, used unchecked.
+    """
+    if self.image_width is None or plan is False:
+      return self._bijector()
+    if plan is True:
+      return self._bijector(inverse_plan=self._plan)
+    return self._bijector(inverse_plan=plan[0] if self.kind == 'cinc' else plan,
+                          check_plan=False)
+
+  def _bijector(self, **plan_arguments):
     parameters = {name: _value(getattr(self, name))
                   for name in self._parameter_names}
     if self.kind == 'cinc':
       return bijectors.CIncConv2D(**parameters, corner=self.corner,
-                                  inverse_plan=inverse_plan)
+                                  **plan_arguments)
     if self.kind == 'emerging':
-      return bijectors.EmergingConv2D(**parameters, inverse_plan=inverse_plan)
+      return bijectors.EmergingConv2D(**parameters, **plan_arguments)
     return bijectors.Conv1x1(**parameters)
+
+  @property
+  def has_plans(self):
+    """Whether its inverse can use `InversePlan`s (CInC and Emerging
+    layers given their image width)."""
+    return self.image_width is not None
+
+  def plans(self):
+    """The cached plans of the weights (a tuple: one per factor), made
+    again eagerly if the weights changed since."""
+    return self._current_plans()
+
+  def plan_weights(self):
+    """The tensors its plans are made from, in the order of `plans()`'s
+    parameters (so that the weights equal the plans' while each of these
+    equals its counterpart)."""
+    return self._bijector().plan_parameters()
+
+  def plans_of_weights(self):
+    """Plans made from the weights' values when it runs (in a graph: at
+    every call), as `plans()` structures them."""
+    plans = self._bijector().plan_inverse(self.image_width)
+    return (plans,) if self.kind == 'cinc' else plans
 
   def _plan(self):
     """The `InversePlan` (a pair for Emerging) of the weights' current
@@ -245,11 +277,11 @@ class FlowStep(keras.layers.Layer):
                                     name=coupling)
     self.built = True  # every weight exists, with its final shape
 
-  def bijectors(self, data_init=False):
+  def bijectors(self, data_init=False, plan=True):
     """The step's bijectors in data-to-latent order (ActNorm, convolution,
     coupling), from the current weights; see `ActNormLayer.bijector` for
-    `data_init`."""
-    return [self.actnorm.bijector(data_init), self.conv.bijector(),
+    `data_init` and `InvertibleConvLayer.bijector` for `plan`."""
+    return [self.actnorm.bijector(data_init), self.conv.bijector(plan),
             self.coupling.bijector()]
 
   def chain(self):

@@ -66,11 +66,13 @@ def test_layer_candidates_compute_what_their_labels_say():
       'CInC fwd': ('cinc', 'forward'),
       'CInC inv': ('cinc', 'inverse'),
       'CInC inv (plan)': ('cinc', 'planned_inverse'),
+      'CInC inv (plan) in a graph': ('cinc', 'planned_inverse_in_graph'),
       'pixel loop inv': ('cinc', 'pixel_loop'),
       'raster inv': ('cinc', 'inverse_reference'),
       'Emerging fwd': ('emerging', 'forward'),
       'Emerging inv': ('emerging', 'inverse'),
       'Emerging raster inv': ('emerging', 'inverse_reference'),
+      'TF call': ('cinc', 'identity'),
       '1x1 fwd': ('conv1x1', 'forward'),
       '1x1 inv': ('conv1x1', 'inverse'),
       '1x1 fwd (TFP LU)': ('scale_matvec_lu', 'forward'),
@@ -85,7 +87,20 @@ def test_layer_candidates_compute_what_their_labels_say():
   built = layers._build((4, 6, 4), seed=0)  # The same weights.
   for name, (key, direction) in labels.items():
     function, inputs = candidates[name]
-    if direction == 'forward':
+    if direction == 'identity':
+      np.testing.assert_array_equal(inputs, built[key].forward(x))
+      expected = inputs
+    elif direction == 'planned_inverse_in_graph':
+      # GRAPH_LAYERS layers, the first the others' weights with seed 0.
+      chain = [built[key]] + [layers._build((4, 6, 4), seed=i)[key]
+                              for i in range(1, layers.GRAPH_LAYERS)]
+      y = x
+      for layer in chain:
+        y = layer.forward(y)
+      np.testing.assert_allclose(inputs, y, rtol=1e-5, atol=1e-5)
+      assert not np.allclose(chain[0].kernel, chain[1].kernel)
+      expected = x
+    elif direction == 'forward':
       np.testing.assert_array_equal(inputs, x)
       expected = built[key].forward(x)
     elif direction == 'forward_and_log_det':  # The two ActNorms agree.

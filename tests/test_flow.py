@@ -55,10 +55,11 @@ def test_float32_flow_is_exact_too():
                              model.log_prob(x), rtol=1e-5)
 
 
-def test_traced_decode_stays_exact_after_the_weights_change():
+@pytest.mark.parametrize('conv', ['cinc', 'emerging'])
+def test_traced_decode_stays_exact_after_the_weights_change(conv):
   # A traced decode holds the inverse plans of the weights at trace time; it
   # must not use them once the weights have moved on.
-  model = tiny_flow(dtype='float64')
+  model = tiny_flow(conv, dtype='float64')
   x = tf.random.stateless_uniform((3,) + IMAGE_SHAPE, [3, 4], -0.5, 0.5,
                                   dtype=tf.float64)
   decode = tf.function(model.decode)
@@ -66,6 +67,20 @@ def test_traced_decode_stays_exact_after_the_weights_change():
   for variable in model.trainable_variables:
     variable.assign_add(0.01 * tf.ones_like(variable))
   np.testing.assert_allclose(decode(model.encode(x)), x, rtol=1e-9, atol=1e-9)
+
+
+def _conds(function, *args):
+  """The `tf.cond`s in the graph of `function` traced on `args`."""
+  graph = tf.function(function).get_concrete_function(*args).graph
+  return sum(op.type in ('If', 'StatelessIf') for op in graph.get_operations())
+
+
+def test_decode_checks_the_plans_of_all_layers_at_once():
+  z = tf.zeros([2, 8 * 8 * 3])
+  conds = [_conds(cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=depth,
+                                    width=4, conv=conv).decode, z)
+           for depth in (1, 3) for conv in ('cinc', 'emerging')]
+  assert conds == [1, 1, 1, 1]
 
 
 def test_sampling_is_reproducible_and_temperature_scales_the_latent():

@@ -147,6 +147,32 @@ def test_a_plan_of_other_weights_is_never_used():
         atol=1e-10)
 
 
+def test_unchecked_plan_is_trusted_with_the_plain_gradients():
+  # check=False skips the comparison: a stale plan then gives its own
+  # kernel's inverse (what a caller that compared the weights itself must
+  # prevent), and the gradients still are the plain solve's.
+  rng = np.random.default_rng(7)
+  kernel = _random_kernel(rng, 3, 2, 'top_right', tf.float64)
+  other = _random_kernel(rng, 3, 2, 'top_right', tf.float64)
+  x = tf.constant(rng.normal(size=[2, 4, 5, 2]))
+  y = triangular_conv.causal_conv2d(x, kernel, 'top_right')
+  unchecked = lambda y, kernel, plan: triangular_conv.solve_with_plan(  # pylint: disable=g-long-lambda
+      y, plan, [kernel], lambda k: k, 'top_right', check=False)
+  np.testing.assert_allclose(
+      unchecked(y, kernel, triangular_conv.inverse_plan(other, 5, 'top_right')),
+      triangular_conv.solve_rows(y, other, 'top_right'), rtol=1e-10)
+  plan = triangular_conv.inverse_plan(kernel, 5, 'top_right')
+  for solve in (unchecked, tf.function(unchecked)):
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch([y, kernel])
+      planned = tf.reduce_sum(solve(y, kernel, plan)**3)
+      plain = tf.reduce_sum(
+          triangular_conv.solve_rows(y, kernel, 'top_right')**3)
+    for a, b in zip(tape.gradient(planned, [y, kernel]),
+                    tape.gradient(plain, [y, kernel])):
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_planned_solve_has_the_gradients_of_the_plain_solve():
   rng = np.random.default_rng(6)
   kernel = _random_kernel(rng, 3, 3, 'top_left', tf.float64)

@@ -57,6 +57,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
                *,
                corner='top_left',
                inverse_plan=None,
+               check_plan=True,
                validate_args=False,
                name='cinc_conv2d'):
     """Builds the bijector.
@@ -72,6 +73,10 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
       inverse_plan: optional `triangular_conv.InversePlan` from
         `plan_inverse`, for images of its width, or a function of no
         arguments that returns one (called only when an inverse is built).
+      check_plan: compare the weights with the plan's at each inverse
+        (`triangular_conv.solve_with_plan`); `False` only when the caller
+        has checked that they are equal, as `CIncFlow.decode` does once for
+        all its layers.
       validate_args: check inputs for NaN and infinite values.
       name: name scope.
     """
@@ -89,6 +94,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
             f'CIncConv2D: kernel must have shape [k, k, C, C], got {shape}.')
       self._corner = corner
       self._inverse_plan = inverse_plan
+      self._check_plan = check_plan
       self._channels = shape[-1]
       _util.check_vectors(dict(log_diag=self._log_diag, bias=self._bias),
                           self._channels, 'CIncConv2D')
@@ -171,7 +177,8 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
       return self._solve(y, triangular_conv.solve_rows)
     images, restore = self._images_without(self._bias, y)
     return restore(triangular_conv.solve_with_plan(
-        images, plan, self.plan_parameters(), self._kernel_of, self._corner))
+        images, plan, self.plan_parameters(), self._kernel_of, self._corner,
+        check=self._check_plan))
 
   def inverse_reference(self, y):
     """The inverse by the plain pixel-by-pixel solver (slow; for tests and

@@ -41,6 +41,7 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
                bias=None,
                *,
                inverse_plan=None,
+               check_plan=True,
                validate_args=False,
                name='emerging_conv2d'):
     """Builds the bijector.
@@ -55,6 +56,7 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
       inverse_plan: optional pair of `triangular_conv.InversePlan`s from
         `plan_inverse` (the first factor's, the second's), or a function of
         no arguments that returns one (called when an inverse is built).
+      check_plan: as for `CIncConv2D`, for both factors.
       validate_args: check inputs for NaN and infinite values.
       name: name scope.
     """
@@ -65,10 +67,10 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
           else lambda: _util.called(inverse_plan)[index])
       self._first = cinc_conv.CIncConv2D(
           kernel_a, log_diag, corner='top_left', inverse_plan=plan(0),
-          validate_args=validate_args, name='first')
+          check_plan=check_plan, validate_args=validate_args, name='first')
       self._second = cinc_conv.CIncConv2D(
           kernel_b, None, bias, corner='bottom_right', inverse_plan=plan(1),
-          validate_args=validate_args, name='second')
+          check_plan=check_plan, validate_args=validate_args, name='second')
       for kernel in (self._first.kernel, self._second.kernel):
         if kernel.shape[:2] != [2, 2]:
           raise ValueError(

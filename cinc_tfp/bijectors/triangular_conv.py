@@ -331,7 +331,15 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None):
                      tf.cast(rows, kernel.dtype), tf.cast(chunks, kernel.dtype))
 
 
-def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left'):
+def plan_is_current(plan, parameters):
+  """Scalar bool tensor: whether `parameters` equal those `plan` was made
+  from (its shapes must fit, see `InversePlan.fits`)."""
+  return tf.reduce_all([tf.reduce_all(tf.equal(a, tf.convert_to_tensor(b)))
+                        for a, b in zip(plan.parameters, parameters)])
+
+
+def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
+                    check=True):
   """`solve_rows(y, kernel_fn(*parameters), corner)`, by `plan` when it can.
 
   While `parameters` equal the plan's (compared when the solve runs), no
@@ -348,6 +356,9 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left'):
     parameters: sequence of tensors that determine the kernel.
     kernel_fn: function of `*parameters` returning the `[k, k, C, C]` kernel.
     corner: padded corner.
+    check: whether to compare `parameters` with the plan's; `False` when
+      the caller knows they are equal (`plan_is_current`), which saves the
+      comparison and the `tf.cond` around the two solves.
   """
   check_corner(corner)
   parameters = tuple(tf.convert_to_tensor(p) for p in parameters)
@@ -364,9 +375,10 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left'):
       return tape.gradient(x, [y, *parameters], output_gradients=dx)
     return _solve_planned(y, plan, corner), gradient
 
-  current = tf.reduce_all([tf.reduce_all(tf.equal(a, b))
-                           for a, b in zip(plan.parameters, parameters)])
-  return tf.cond(current, lambda: planned(y, *parameters),
+  if not check:
+    return planned(y, *parameters)
+  return tf.cond(plan_is_current(plan, parameters),
+                 lambda: planned(y, *parameters),
                  lambda: solve(y, *parameters))
 
 
