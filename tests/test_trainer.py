@@ -169,9 +169,10 @@ def test_default_model_samples_are_finite_up_to_temperature_one(tmp_path):
       f'--model_dir={model_dir}', '--steps=600', '--steps_per_epoch=600',
       '--temperatures=1.0', '--noexport'))
   model, _, _ = run_lib.RunDirectory(model_dir).restore_for_inference()
-  sample = tf.function(model.sample)
+  sample = tf.function(model.sample)  # Traced once: tensor arguments.
   for temperature in (1.0, 0.9, 0.7):
-    images = sample(1000, temperature, tf.constant([0, 11]))
+    images = sample(tf.constant(1000), tf.constant(temperature),
+                    tf.constant([0, 11]))
     invalid = int(tf.reduce_sum(tf.cast(~flow.finite_images(images),
                                         tf.int32)))
     assert invalid == 0, (temperature, invalid)
