@@ -3,3 +3,16 @@
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# The longest modules, first: with `-n 2` and `--dist loadfile` (pytest.ini)
+# each module runs whole on one worker, and one of these started last would
+# run alone at the end while the other worker idles.
+LONGEST_FIRST = ('test_trainer.py', 'test_readme.py', 'test_benchmarks.py',
+                 'test_train.py', 'test_flow.py', 'test_run.py')
+
+
+def pytest_collection_modifyitems(items):
+  """Runs the modules of `LONGEST_FIRST` first, in that order; the others
+  keep theirs."""
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
