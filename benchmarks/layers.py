@@ -40,9 +40,9 @@ from . import pixel_loop
 # 'planned_inverse_in_graph' is one layer's share of `GRAPH_LAYERS` planned
 # inverses of different layers run in one traced call, as a flow's decode
 # runs them (without the one comparison of all weights with their plans
-# that decode adds, timed in the models benchmark); 'identity' is a traced call that returns its input's sum: the
-# fixed cost of calling TensorFlow that every other row but the pixel loop
-# pays once.
+# that decode adds, timed in the models benchmark); 'identity' is a traced
+# call that returns its input's sum: the fixed cost of calling TensorFlow
+# that every other row but the pixel loop pays once.
 GRAPH_LAYERS = 8
 _CANDIDATES = (
     ('CInC fwd', 'cinc', 'forward'),

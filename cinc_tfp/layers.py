@@ -138,7 +138,7 @@ class InvertibleConvLayer(keras.layers.Layer):
         where they change at every step); or plans (`plans()`'s structure)
         known to be those of the current weights, used unchecked.
     """
-    if self.image_width is None or plan is False:
+    if not self.has_plans or plan is False:
       return self._bijector()
     if plan is True:
       return self._bijector(inverse_plan=self._plan)
@@ -161,11 +161,6 @@ class InvertibleConvLayer(keras.layers.Layer):
     layers given their image width)."""
     return self.image_width is not None
 
-  def plans(self):
-    """The cached plans of the weights (a tuple: one per factor), made
-    again eagerly if the weights changed since."""
-    return self._current_plans()
-
   def plan_weights(self):
     """The tensors its plans are made from, in the order of `plans()`'s
     parameters (so that the weights equal the plans' while each of these
@@ -183,31 +178,29 @@ class InvertibleConvLayer(keras.layers.Layer):
     values, read eagerly even while a function is traced (which then holds
     the plan as a constant, used only while the weights keep those values);
     computed again only when they changed."""
-    plans = self._current_plans()
+    plans = self.plans()
     return plans[0] if self.kind == 'cinc' else plans
 
-  def _current_plans(self):
-    """The cached plans as a tuple, made again if the weights changed."""
+  def plans(self):
+    """The cached plans of the weights (a tuple: one per factor), read
+    eagerly even while a function is traced, and made again if the weights
+    changed since."""
     with tf.init_scope():
-      bijector = self._bijector()
       plans = self._plan_cache.plans
       made_from = [weight for plan in plans or () for weight in plan.parameters]
       if plans is None or not all(
           np.array_equal(old, new)
-          for old, new in zip(made_from, bijector.plan_parameters())):
-        plans = bijector.plan_inverse(self.image_width)
-        if isinstance(plans, triangular_conv.InversePlan):
-          plans = (plans,)
-        self._plan_cache.plans = plans
+          for old, new in zip(made_from, self.plan_weights())):
+        self._plan_cache.plans = self.plans_of_weights()
       return self._plan_cache.plans
 
   def plan_variables(self):
     """The plan of the current weights as `tf.Variable`s (kept as this
     layer's plan from now on), so that a SavedModel saves it with the
     weights rather than in its graph; `[]` for a layer without a plan."""
-    if self.image_width is None:
+    if not self.has_plans:
       return []
-    plans = self._current_plans()
+    plans = self.plans()
     if not isinstance(plans[0].rows, tf.Variable):
       hold = lambda value: tf.Variable(value, trainable=False)  # pylint: disable=g-long-lambda
       plans = tuple(triangular_conv.InversePlan(
