@@ -76,8 +76,11 @@ def _conds(function, *args):
   return sum(op.type in ('If', 'StatelessIf') for op in graph.get_operations())
 
 
-def test_decode_checks_the_plans_of_all_layers_at_once():
-  z = tf.zeros([2, 8 * 8 * 3])
+@pytest.mark.parametrize('batch', [2, None])
+def test_decode_checks_the_plans_of_all_layers_at_once(batch):
+  # One cond for the whole flow: none per layer, for a batch of unknown
+  # size (a served function's) either.
+  z = tf.TensorSpec([batch, 8 * 8 * 3])
   conds = [_conds(cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=depth,
                                     width=4, conv=conv).decode, z)
            for depth in (1, 3) for conv in ('cinc', 'emerging')]
