@@ -342,7 +342,7 @@ class CIncFlow(keras.Model):
     current = tf.reduce_all(tf.equal(
         flat([p for layer in cached for plan in layer for p in plan.parameters]),
         flat([w for conv in planned for w in conv.plan_weights()])))
-    matrices = lambda plans: [[(plan.rows, plan.chunks) for plan in layer]  # pylint: disable=g-long-lambda
+    matrices = lambda plans: [[plan.rows for plan in layer]  # pylint: disable=g-long-lambda
                               for layer in plans]
     made = tf.function(
         lambda: matrices([conv.plans_of_weights() for conv in planned]),
@@ -355,8 +355,8 @@ class CIncFlow(keras.Model):
         plans.append(False)
         continue
       layer, layer_matrices = next(chosen)
-      plans.append(tuple(plan._replace(rows=rows, chunks=chunks)
-                         for plan, (rows, chunks) in zip(layer, layer_matrices)))
+      plans.append(tuple(plan._replace(rows=rows)
+                         for plan, rows in zip(layer, layer_matrices)))
     return plans
 
   def sample(self, n, temperature=1.0, seed=None, labels=None):

@@ -204,11 +204,11 @@ class InvertibleConvLayer(keras.layers.Layer):
     if not isinstance(plans[0].rows, tf.Variable):
       hold = lambda value: tf.Variable(value, trainable=False)  # pylint: disable=g-long-lambda
       plans = tuple(triangular_conv.InversePlan(
-          tuple(map(hold, plan.parameters)), hold(plan.rows), hold(plan.chunks))
+          tuple(map(hold, plan.parameters)), hold(plan.rows))
                     for plan in plans)
       self._plan_cache.plans = plans
     return [variable for plan in plans
-            for variable in (*plan.parameters, plan.rows, plan.chunks)]
+            for variable in (*plan.parameters, plan.rows)]
 
 
 class CouplingLayer(keras.layers.Layer):

@@ -104,16 +104,15 @@ def test_served_inverse_plans_are_saved_as_variables_and_never_stale(tmp_path):
   path = str(tmp_path / 'saved')
   export.save(model, path)
   loaded = tf.saved_model.load(path)
-  # Per CInC layer: the weights it was made from (kernel, log_diag), its row
-  # matrices and its chunk matrices, with the values of the export.
-  assert len(loaded.inverse_plans) == 4 * len(model.convs)
-  for conv, start in zip(model.convs, range(0, len(loaded.inverse_plans), 4)):
-    kernel, log_diag, rows, chunks = loaded.inverse_plans[start:start + 4]
+  # Per CInC layer: the weights it was made from (kernel, log_diag) and its
+  # row matrices, with the values of the export.
+  assert len(loaded.inverse_plans) == 3 * len(model.convs)
+  for conv, start in zip(model.convs, range(0, len(loaded.inverse_plans), 3)):
+    kernel, log_diag, rows = loaded.inverse_plans[start:start + 3]
     np.testing.assert_array_equal(kernel, conv.kernel.numpy())
     np.testing.assert_array_equal(log_diag, conv.log_diag.numpy())
     plan = conv.bijector().plan_inverse(conv.image_width)
     np.testing.assert_allclose(rows, plan.rows, atol=1e-6)
-    np.testing.assert_allclose(chunks, plan.chunks, atol=1e-6)
   # Weights assigned after loading: the served inverse no longer uses the
   # plans, and still inverts the served forward pass.
   weights = [weight for weight in loaded._weights  # pylint: disable=protected-access

@@ -84,15 +84,14 @@ def test_row_solver_matches_raster_reference(kernel_size, corner, dtype,
   tolerance = bijector_checks.TOLERANCE[dtype]
   np.testing.assert_allclose(fast, reference, **tolerance)
   np.testing.assert_allclose(fast, x, **tolerance)
-  # With a plan: chunks of rows for this small batch, row matrices for a
-  # batch above SMALL_BATCH.
+  # With a plan; and for one image, solved with a zero image appended.
   plan = triangular_conv.inverse_plan(kernel, width, corner)
   np.testing.assert_allclose(_solve_with_plan(y, kernel, corner, plan),
                              reference, **tolerance)
-  large = tf.tile(y, [triangular_conv.SMALL_BATCH, 1, 1, 1])
-  np.testing.assert_allclose(
-      _solve_with_plan(large, kernel, corner, plan),
-      tf.tile(reference, [triangular_conv.SMALL_BATCH, 1, 1, 1]), **tolerance)
+  np.testing.assert_allclose(triangular_conv.solve_rows(y[1:], kernel, corner),
+                             reference[1:], **tolerance)
+  np.testing.assert_allclose(_solve_with_plan(y[:1], kernel, corner, plan),
+                             reference[:1], **tolerance)
 
 
 def _solve_with_plan(y, kernel, corner, plan):
@@ -117,7 +116,7 @@ def test_planned_solve_with_unknown_batch_in_a_function(jit):
       lambda y: _solve_with_plan(y, kernel, 'top_right', plan),
       jit_compile=jit,
       input_signature=[tf.TensorSpec([None, 7, 8, 4], tf.float32)])
-  for batch in (1, triangular_conv.SMALL_BATCH + 3):
+  for batch in (1, 3):
     x = tf.constant(rng.normal(size=[batch, 7, 8, 4]), tf.float32)
     y = triangular_conv.causal_conv2d(x, kernel, 'top_right')
     np.testing.assert_allclose(

@@ -7,20 +7,19 @@ Jacobian is block triangular with the tap `K[k-1, k-1]` (a `C x C` channel
 matrix) on the diagonal, so the convolution is inverted exactly by forward
 substitution once that tap is triangular with a non-zero diagonal.
 
-Two solvers are provided:
+Three solvers are provided:
 
 * `solve_rows` works one image row at a time (`H` sequential steps). Within a
   row the map is a `(W*C) x (W*C)` banded block-Toeplitz upper-triangular
   matrix; the rows above enter through `k - 1` more banded matrices (see
   `row_matrices`). Each step is `k - 1` matmuls over the whole batch.
 * `solve_with_plan` is `solve_rows` with its matrices computed once per
-  kernel value (`inverse_plan`), and for small batches the recursion
-  unrolled over chunks of rows (one matmul per chunk); used only while the
-  kernel's parameters equal those the plan was made from.
+  kernel value (`inverse_plan`), used only while the kernel's parameters
+  equal those the plan was made from.
 * `solve_raster` is the plain pixel-by-pixel reference (`H*W` steps), kept for
   tests and benchmarks.
 
-Both are pure TensorFlow ops, so they run in `tf.function`, under XLA and in
+All are pure TensorFlow ops, so they run in `tf.function`, under XLA and in
 a SavedModel. Other corners are handled as the top-left one with a flipped
 kernel: the raster reference flips the image too, the row solver only its
 order of rows and of pixels within a row.
@@ -36,9 +35,6 @@ import numpy as np
 import tensorflow as tf
 
 CORNERS = ('top_left', 'top_right', 'bottom_left', 'bottom_right')
-# Batches of at most this many images take a plan's chunk matrices: fewer
-# sequential steps, more arithmetic (see `solve_rows`).
-SMALL_BATCH = 16
 
 
 def check_corner(corner):
@@ -219,13 +215,23 @@ def solve_rows(y, kernel, corner='top_left'):
 
 
 def _solve_by_rows(y, matrices, corner):
-  """The row recursion of `solve_rows` with its `[k, W*C, W*C]` matrices."""
-  _, height, width, channels = y.shape
+  """The row recursion of `solve_rows` with its `[k, W*C, W*C]` matrices.
+
+  A batch of one image, or of unknown size, is solved with a zero image
+  appended: TensorFlow's CPU matmul multiplies a `[2, W*C]` matrix faster
+  than a `[1, W*C]` vector (33 against 64 us at `W*C = 192`, one run), and
+  the recursion's sequential steps are such products.
+  """
+  batch, height, width, channels = y.shape
   k = matrices.shape[0]
   row_size = width * channels
+  rows = tf.reshape(y, [-1, height, row_size])
+  padded = batch is None or batch == 1
+  if padded:
+    rows = tf.pad(rows, [[0, 1], [0, 0], [0, 0]])
   # Each row of every image, already multiplied by T^-1.
   y_rows = tf.unstack(tf.reshape(
-      tf.matmul(tf.reshape(y, [-1, row_size]), matrices[k - 1]),
+      tf.matmul(tf.reshape(rows, [-1, row_size]), matrices[k - 1]),
       [-1, height, row_size]), axis=1)
   bottom_up = corner.startswith('bottom')
   if bottom_up:
@@ -240,7 +246,10 @@ def _solve_by_rows(y, matrices, corner):
     x_rows.append(x_row)
   if bottom_up:
     x_rows.reverse()
-  return tf.reshape(tf.stack(x_rows, axis=1), [-1, height, width, channels])
+  x = tf.stack(x_rows, axis=1)
+  if padded:
+    x = x[:-1]
+  return tf.reshape(x, [-1, height, width, channels])
 
 
 class InversePlan(typing.NamedTuple):
@@ -250,13 +259,9 @@ class InversePlan(typing.NamedTuple):
     parameters: tuple of the tensors the plan was made from (see
       `inverse_plan`).
     rows: `[k, W*C, W*C]` matrices of `row_matrices`.
-    chunks: `[2, r*W*C, r*W*C]` matrices `P` and `Q` of the recursion
-      `x_c = y_c P + x_{c-1} Q` on chunks of `r` image rows (in image order
-      within a chunk; the chunks are solved bottom-up for bottom corners).
   """
   parameters: typing.Tuple[tf.Tensor, ...]
   rows: tf.Tensor
-  chunks: tf.Tensor
 
   def fits(self, parameters, width, channels):
     """Whether the plan has the shapes of `parameters` and is for images
@@ -268,19 +273,10 @@ class InversePlan(typing.NamedTuple):
 
 
 def inverse_plan(kernel, width, corner='top_left', parameters=None):
-  """The `InversePlan` of `kernel` for images `width` pixels wide.
-
-  The chunk matrices follow from unrolling the row recursion of
-  `solve_rows` over `r = max(k - 1, 2)` rows: a chunk depends on the `k - 1`
-  rows solved before it, all in the previous chunk, linearly, so
-
-  ```none
-  x_c = y_c P + x_{c-1} Q,
-  ```
-
-  with `P` and `Q` the recursion applied to the identity. Computed in
-  float64 and cast to `kernel`'s dtype, once per kernel value: worth it when
-  the same weights invert many batches (sampling, serving).
+  """The `InversePlan` of `kernel` for images `width` pixels wide: the
+  matrices of `solve_rows`, computed in float64 and cast to `kernel`'s dtype,
+  once per kernel value: worth it when the same weights invert many batches
+  (sampling, serving).
 
   Args:
     kernel: `[k, k, C, C]` kernel, diagonal tap triangular.
@@ -291,44 +287,13 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None):
       these, so a bijector can key its plan on its raw weights.
   """
   check_corner(corner)
-  k, channels = kernel.shape[0], kernel.shape[-1]
   wide = tf.cast(_top_left_kernel(kernel, corner), tf.float64)
   rows = row_matrices(wide, width, mirrored=corner.endswith('right'))
-  rows_per_chunk = max(k - 1, 2)
-  # x_rows[t]: {input: coefficient} of chunk row t (in solving order), the
-  # inputs being the chunk's rows of y (0 .. r-1) and the previous chunk's
-  # rows of x (r .. 2r-1); only non-zero blocks are kept and multiplied.
-  x_rows = []
-  for t in range(rows_per_chunk):
-    terms = {t: rows[k - 1]}
-    for m in range(1, k):
-      if t >= m:
-        for source, coefficient in x_rows[t - m].items():
-          terms[source] = terms.get(source, 0.) - tf.matmul(
-              coefficient, rows[k - 1 - m])
-      else:  # Row r + t - m of the previous chunk.
-        source = 2 * rows_per_chunk + t - m
-        terms[source] = terms.get(source, 0.) - rows[k - 1 - m]
-    x_rows.append(terms)
-  zero = tf.zeros_like(rows[0])
-  chunks = tf.stack([
-      tf.stack([tf.stack([x_rows[t].get(offset + a, zero)
-                          for t in range(rows_per_chunk)])
-                for a in range(rows_per_chunk)])
-      for offset in (0, rows_per_chunk)])
-  # [2, r (input row), r (output row), W*C, W*C] -> rows of inputs first.
-  chunks = tf.transpose(chunks, [0, 1, 3, 2, 4])
-  size = rows_per_chunk * width * channels
-  if corner.startswith('bottom'):
-    # Rows of a chunk in image order: the reverse of the solving order, on
-    # both sides of each matrix.
-    chunks = tf.reverse(chunks, [1, 3])
-  chunks = tf.reshape(chunks, [2, size, size])
   parameters = kernel if parameters is None else parameters
   if not isinstance(parameters, (tuple, list)):
     parameters = (parameters,)
   return InversePlan(tuple(tf.convert_to_tensor(p) for p in parameters),
-                     tf.cast(rows, kernel.dtype), tf.cast(chunks, kernel.dtype))
+                     tf.cast(rows, kernel.dtype))
 
 
 def plan_is_current(plan, parameters):
@@ -342,14 +307,11 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
                     check=True):
   """`solve_rows(y, kernel_fn(*parameters), corner)`, by `plan` when it can.
 
-  While `parameters` equal the plan's (compared when the solve runs), no
-  matrix is computed: batches of up to `SMALL_BATCH` images take the plan's
-  chunk matrices (`r` rows per sequential step, one matmul each), larger
-  ones its row matrices, and batches of unknown size the chunks. Otherwise,
-  or if the plan is for other shapes, the kernel and its matrices are
-  computed as in `solve_rows`. So a plan is
-  never stale, and the gradients (with respect to `y` and `parameters`)
-  are those of the plain solve.
+  While `parameters` equal the plan's (compared when the solve runs), the
+  solve takes the plan's matrices. Otherwise, or if the plan is for other
+  shapes, the kernel and its matrices are computed as in `solve_rows`. So a
+  plan is never stale, and the gradients (with respect to `y` and
+  `parameters`) are those of the plain solve.
 
   Args:
     y: `[B, H, W, C]` images, as for `solve_rows`.
@@ -374,57 +336,13 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
         tape.watch([y, *parameters])
         x = solve(y, *parameters)
       return tape.gradient(x, [y, *parameters], output_gradients=dx)
-    return _solve_planned(y, plan, corner), gradient
+    return _solve_by_rows(y, plan.rows, corner), gradient
 
   if not check:
     return planned(y, *parameters)
   return tf.cond(plan_is_current(plan, parameters),
                  lambda: planned(y, *parameters),
                  lambda: solve(y, *parameters))
-
-
-def _solve_planned(y, plan, corner):
-  """The solve with the matrices of `plan`: by rows for a batch known to hold
-  more than `SMALL_BATCH` images, else by chunks. A batch of unknown size (a
-  served function's) takes the chunks rather than a `tf.cond` per layer on
-  its size, which cost a served model 2-4 ms per image: the default model
-  sampled 32 to 256 images by chunks in 0.99-1.06x the time by rows."""
-  batch = y.shape[0]
-  if batch is not None and batch > SMALL_BATCH:
-    return _solve_by_rows(y, plan.rows, corner)
-  return _solve_by_chunks(y, plan.chunks, corner)
-
-
-def _solve_by_chunks(y, chunks, corner):
-  """`x_c = y_c P + x_{c-1} Q` over chunks of `r` rows (see `inverse_plan`):
-  one matmul per sequential step. Rows are padded with zeros to a multiple
-  of `r` where the solving order ends, which leaves the others unchanged."""
-  _, height, width, channels = y.shape
-  row_size = width * channels
-  chunk_size = chunks.shape[-1]
-  rows_per_chunk = chunk_size // row_size
-  steps = -(-height // rows_per_chunk)
-  extra = steps * rows_per_chunk - height
-  bottom_up = corner.startswith('bottom')
-  rows = tf.reshape(y, [-1, height, row_size])
-  if extra:
-    rows = tf.pad(rows, [[0, 0], [extra, 0] if bottom_up else [0, extra],
-                         [0, 0]])
-  y_chunks = tf.unstack(tf.reshape(
-      tf.matmul(tf.reshape(rows, [-1, chunk_size]), chunks[0]),
-      [-1, steps, chunk_size]), axis=1)
-  if bottom_up:
-    y_chunks.reverse()
-  x_chunks = [y_chunks[0]]
-  for y_chunk in y_chunks[1:]:
-    x_chunks.append(y_chunk + tf.matmul(x_chunks[-1], chunks[1]))
-  if bottom_up:
-    x_chunks.reverse()
-  rows = tf.reshape(tf.stack(x_chunks, axis=1),
-                    [-1, steps * rows_per_chunk, row_size])
-  if extra:
-    rows = rows[:, extra:] if bottom_up else rows[:, :height]
-  return tf.reshape(rows, [-1, height, width, channels])
 
 
 def solve_raster(y, kernel, corner='top_left'):
