@@ -116,12 +116,13 @@ def _forward_and_log_det(bijector, x):
   return bijector.forward(x) + tf.reduce_sum(log_det)
 
 
-def _planned(cinc, width, check=True):
-  """`cinc` with the `InversePlan` of its weights (compared with them at
-  each inverse with `check`)."""
+def _planned(cinc, shape, check=True):
+  """`cinc` with the `InversePlan` of its weights for images of `shape`
+  (`(H, W, C)`), compared with them at each inverse with `check`."""
   return bijectors.CIncConv2D(cinc.kernel, cinc.log_diag, cinc.bias,
                               corner=cinc.corner,
-                              inverse_plan=cinc.plan_inverse(width),
+                              inverse_plan=cinc.plan_inverse(shape[1],
+                                                             shape[0]),
                               check_plan=check)
 
 
@@ -157,7 +158,7 @@ def layer_candidates(shape, batch_size, jit, with_raster=True, seed=0):
     if direction == 'planned_inverse_in_graph':
       layers_in_graph = [cinc] + [_build(shape, seed + i)['cinc']
                                   for i in range(1, GRAPH_LAYERS)]
-      planned = [_planned(layer, shape[1], check=False)
+      planned = [_planned(layer, shape, check=False)
                  for layer in layers_in_graph]
       inputs = x
       for layer in layers_in_graph:
@@ -167,7 +168,7 @@ def layer_candidates(shape, batch_size, jit, with_raster=True, seed=0):
           input_signature=[spec], jit_compile=jit or None), inputs)
       continue
     if direction == 'planned_inverse':
-      method = _planned(cinc, shape[1]).inverse
+      method = _planned(cinc, shape).inverse
     elif direction == 'identity':
       method = tf.identity
     elif direction == 'forward_and_log_det':

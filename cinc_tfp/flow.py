@@ -315,7 +315,7 @@ class CIncFlow(keras.Model):
           f'CIncFlow: expected latent vectors of shape [B, {self.num_dims}], '
           f'got {z.shape}.')
     labels = self._check_labels(labels, _batch_size(z))
-    x = self._bijector(labels=labels, plans=self._decoding_plans()).inverse(z)
+    x = self._decode(z, labels, self._decoding_plans())
     if tf.executing_eagerly():
       invalid = int(tf.reduce_sum(tf.cast(~finite_images(x), tf.int32)))
       if invalid:
@@ -324,6 +324,31 @@ class CIncFlow(keras.Model):
             f'finite (the inverse overflowed for latents this far out); '
             f'finite_images(x) tells which.', RuntimeWarning, stacklevel=2)
     return x
+
+  def _decode(self, z, labels, plans):
+    """The inverse with `plans` (see `_decoding_plans`). A batch of unknown
+    size (a served function's) takes one `tf.cond` on it: one image is
+    decoded with the plans for one image, whose layers invert it in one
+    convolution each where they can (`InversePlan.one_image`), as in a
+    function traced for one image; the inverse is traced twice."""
+    # `tf.identity`: a tensor of each branch's own, since TFP's bijector
+    # cache would otherwise hand one branch the other's result for `z`.
+    inverse = lambda plans: self._bijector(labels=labels,  # pylint: disable=g-long-lambda
+                                           plans=plans).inverse(tf.identity(z))
+    layers = [layer for layer in plans or () if layer]
+    if z.shape[0] is not None or not any(
+        plan.one_image is not None for layer in layers for plan in layer):
+      return inverse(plans)
+    def for_batch(one):
+      """`plans` for a batch of one image (no rows where a plan has a
+      `one_image`) or of any size (no `one_image`)."""
+      def adapt(plan):
+        if not one:
+          return plan._replace(one_image=None)
+        return plan if plan.one_image is None else plan._replace(rows=None)
+      return [layer and tuple(map(adapt, layer)) for layer in plans]
+    return tf.cond(tf.shape(z)[0] == 1, lambda: inverse(for_batch(True)),
+                   lambda: inverse(for_batch(False)))
 
   def _decoding_plans(self):
     """Per step, the `InversePlan`s its convolution inverts with, unchecked:
@@ -342,8 +367,10 @@ class CIncFlow(keras.Model):
     current = tf.reduce_all(tf.equal(
         flat([p for layer in cached for plan in layer for p in plan.parameters]),
         flat([w for conv in planned for w in conv.plan_weights()])))
-    matrices = lambda plans: [[plan.rows for plan in layer]  # pylint: disable=g-long-lambda
-                              for layer in plans]
+    # The tensors of each plan past its parameters (rows, and one_image
+    # where the plan has one).
+    matrices = lambda plans: [[tuple(m for m in plan[1:] if m is not None)  # pylint: disable=g-long-lambda
+                               for plan in layer] for layer in plans]
     made = tf.function(
         lambda: matrices([conv.plans_of_weights() for conv in planned]),
         autograph=False, experimental_attributes={'_noinline': True})
@@ -355,8 +382,9 @@ class CIncFlow(keras.Model):
         plans.append(False)
         continue
       layer, layer_matrices = next(chosen)
-      plans.append(tuple(plan._replace(rows=rows)
-                         for plan, rows in zip(layer, layer_matrices)))
+      plans.append(tuple(plan._replace(rows=made[0], one_image=made[1])
+                         if len(made) > 1 else plan._replace(rows=made[0])
+                         for plan, made in zip(layer, layer_matrices)))
     return plans
 
   def sample(self, n, temperature=1.0, seed=None, labels=None):

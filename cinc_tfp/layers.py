@@ -105,19 +105,21 @@ class InvertibleConvLayer(keras.layers.Layer):
   """Weights of a `CIncConv2D`, `EmergingConv2D` or `Conv1x1`, initialized
   by `bijectors.init` from `seed`.
 
-  Given the `image_width` it transforms, a CInC or Emerging layer also keeps
-  the `InversePlan`(s) of its latest weights, for its bijectors' inverses.
+  Given the `image_size` (`(H, W)`) it transforms, a CInC or Emerging layer
+  also keeps the `InversePlan`(s) of its latest weights, for its bijectors'
+  inverses.
   """
 
   def __init__(self, kind, channels, kernel_size=3, corner='top_left', seed=0,
-               image_width=None, **kwargs):
+               image_size=None, **kwargs):
     super().__init__(**kwargs)
     if kind not in config.CONVS:
       raise ValueError(f'conv must be one of {config.CONVS}, got {kind!r}.')
     self.kind = kind
     self.corner = corner
     self.seed = seed
-    self.image_width = image_width if kind != '1x1' else None
+    self.image_size = (None if image_size is None or kind == '1x1' else
+                       tuple(image_size))
     self._plan_cache = _PlanCache()
     dtype = self.variable_dtype
     initial = {
@@ -159,7 +161,7 @@ class InvertibleConvLayer(keras.layers.Layer):
   def has_plans(self):
     """Whether its inverse can use `InversePlan`s (CInC and Emerging
     layers given their image width)."""
-    return self.image_width is not None
+    return self.image_size is not None
 
   def plan_weights(self):
     """The tensors its plans are made from, in the order of `plans()`'s
@@ -170,7 +172,8 @@ class InvertibleConvLayer(keras.layers.Layer):
   def plans_of_weights(self):
     """Plans made from the weights' values when it runs (in a graph: at
     every call), as `plans()` structures them."""
-    plans = self._bijector().plan_inverse(self.image_width)
+    height, width = self.image_size
+    plans = self._bijector().plan_inverse(width, height)
     return (plans,) if self.kind == 'cinc' else plans
 
   def _plan(self):
@@ -204,11 +207,13 @@ class InvertibleConvLayer(keras.layers.Layer):
     if not isinstance(plans[0].rows, tf.Variable):
       hold = lambda value: tf.Variable(value, trainable=False)  # pylint: disable=g-long-lambda
       plans = tuple(triangular_conv.InversePlan(
-          tuple(map(hold, plan.parameters)), hold(plan.rows))
+          tuple(map(hold, plan.parameters)), hold(plan.rows),
+          None if plan.one_image is None else hold(plan.one_image))
                     for plan in plans)
       self._plan_cache.plans = plans
     return [variable for plan in plans
-            for variable in (*plan.parameters, plan.rows)]
+            for variable in (*plan.parameters, plan.rows, plan.one_image)
+            if variable is not None]
 
 
 class CouplingLayer(keras.layers.Layer):
@@ -257,14 +262,14 @@ class FlowStep(keras.layers.Layer):
   def __init__(self, conv, coupling, image_shape, width, kernel_size=3,
                corner='top_left', scale='sigmoid', seed=0, **kwargs):
     super().__init__(**kwargs)
-    channels, image_width = image_shape[-1], image_shape[1]
+    channels = image_shape[-1]
     seeds = init.SeedStream(seed, 'FlowStep')
     with keras.name_scope(self.name):  # See CouplingLayer.
       self.actnorm = ActNormLayer(channels, dtype=self.dtype_policy,
                                   name='actnorm')
       self.conv = InvertibleConvLayer(
           conv, channels, kernel_size, corner, seed=seeds(),
-          image_width=image_width, dtype=self.dtype_policy, name=conv)
+          image_size=image_shape[:2], dtype=self.dtype_policy, name=conv)
       self.coupling = CouplingLayer(coupling, image_shape, width, scale,
                                     seed=seeds(), dtype=self.dtype_policy,
                                     name=coupling)

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # The longest modules, first: with `-n 2` and `--dist loadfile` (pytest.ini)
@@ -16,3 +18,16 @@ def pytest_collection_modifyitems(items):
   keep theirs."""
   rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_addoption(parser):
+  parser.addoption(
+      '--full', action='store_true',
+      help='run the checks marked slow in their full configuration (by '
+      'default, and in CI, they run a shorter one)')
+
+
+@pytest.fixture
+def full(request):
+  """Whether `--full` was given: a slow check then runs whole."""
+  return request.config.getoption('--full')

@@ -94,10 +94,10 @@ def test_planned_inverse_is_exact_and_only_for_its_own_weights(dtype):
       init.cinc_conv(3, seed=4, dtype=dtype), 0.2)), corner='top_right')
   planned = bijectors.CIncConv2D(conv.kernel, conv.log_diag, conv.bias,
                                  corner='top_right',
-                                 inverse_plan=conv.plan_inverse(5))
+                                 inverse_plan=conv.plan_inverse(5, 6))
   tolerance = bijector_checks.TOLERANCE[dtype]
   inverse = tf.function(planned.inverse)
-  for batch in (1, 20):  # One image (padded with a zero one), then many.
+  for batch in (1, 20):  # One image (by one convolution), then many.
     y = tf.random.stateless_normal([batch, 6, 5, 3], [1, 2], dtype=dtype)
     reference = conv.inverse_reference(y)
     np.testing.assert_allclose(planned.inverse(y), reference, **tolerance)

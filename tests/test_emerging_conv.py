@@ -84,10 +84,10 @@ def test_planned_inverse_is_exact_and_only_for_its_own_weights(dtype):
       init.emerging_conv(3, seed=4, dtype=dtype), 0.2)))
   planned = bijectors.EmergingConv2D(
       conv.kernel_a, conv.kernel_b, conv.log_diag, conv.bias,
-      inverse_plan=conv.plan_inverse(5))
+      inverse_plan=conv.plan_inverse(5, 6))
   tolerance = bijector_checks.TOLERANCE[dtype]
   inverse = tf.function(planned.inverse)
-  for batch in (1, 20):  # One image (padded with a zero one), then many.
+  for batch in (1, 20):  # One image (by one convolution), then many.
     y = tf.random.stateless_normal([batch, 6, 5, 3], [1, 2], dtype=dtype)
     reference = conv.inverse_reference(y)
     np.testing.assert_allclose(planned.inverse(y), reference, **tolerance)

@@ -104,15 +104,18 @@ def test_served_inverse_plans_are_saved_as_variables_and_never_stale(tmp_path):
   path = str(tmp_path / 'saved')
   export.save(model, path)
   loaded = tf.saved_model.load(path)
-  # Per CInC layer: the weights it was made from (kernel, log_diag) and its
-  # row matrices, with the values of the export.
-  assert len(loaded.inverse_plans) == 3 * len(model.convs)
-  for conv, start in zip(model.convs, range(0, len(loaded.inverse_plans), 3)):
-    kernel, log_diag, rows = loaded.inverse_plans[start:start + 3]
+  # Per CInC layer: the weights it was made from (kernel, log_diag), its row
+  # matrices and its inverse kernel (for one image), with the values of the
+  # export.
+  assert len(loaded.inverse_plans) == 4 * len(model.convs)
+  for conv, start in zip(model.convs, range(0, len(loaded.inverse_plans), 4)):
+    kernel, log_diag, rows, one_image = loaded.inverse_plans[start:start + 4]
     np.testing.assert_array_equal(kernel, conv.kernel.numpy())
     np.testing.assert_array_equal(log_diag, conv.log_diag.numpy())
-    plan = conv.bijector().plan_inverse(conv.image_width)
+    height, width = conv.image_size
+    plan = conv.bijector().plan_inverse(width, height)
     np.testing.assert_allclose(rows, plan.rows, atol=1e-6)
+    np.testing.assert_allclose(one_image, plan.one_image, atol=1e-6)
   # Weights assigned after loading: the served inverse no longer uses the
   # plans, and still inverts the served forward pass.
   weights = [weight for weight in loaded._weights  # pylint: disable=protected-access
@@ -120,9 +123,10 @@ def test_served_inverse_plans_are_saved_as_variables_and_never_stale(tmp_path):
   assert len(weights) == len(model.convs)
   for weight in weights:
     weight.assign_add(tf.fill(weight.shape, 0.2))
-  x = _images(2, seed=7)
-  latents = loaded.encode(x)['latents']
-  np.testing.assert_allclose(loaded.decode(latents)['images'], x, atol=1e-4)
+  for x in (_images(2, seed=7), _images(1, seed=8)):
+    latents = loaded.encode(x)['latents']
+    np.testing.assert_allclose(loaded.decode(latents)['images'], x,
+                               atol=1e-4)
   assert not np.allclose(latents, model.encode(x), atol=1e-3)
 
 

@@ -76,15 +76,15 @@ def _conds(function, *args):
   return sum(op.type in ('If', 'StatelessIf') for op in graph.get_operations())
 
 
-@pytest.mark.parametrize('batch', [2, None])
+@pytest.mark.parametrize('batch', [1, 2, None])
 def test_decode_checks_the_plans_of_all_layers_at_once(batch):
-  # One cond for the whole flow: none per layer, for a batch of unknown
-  # size (a served function's) either.
+  # One cond for the whole flow, none per layer; a batch of unknown size (a
+  # served function's) has one more, for a batch of one image.
   z = tf.TensorSpec([batch, 8 * 8 * 3])
   conds = [_conds(cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=depth,
                                     width=4, conv=conv).decode, z)
            for depth in (1, 3) for conv in ('cinc', 'emerging')]
-  assert conds == [1, 1, 1, 1]
+  assert conds == [1 if batch else 2] * 4
 
 
 def test_sampling_is_reproducible_and_temperature_scales_the_latent():

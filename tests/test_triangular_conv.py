@@ -92,6 +92,16 @@ def test_row_solver_matches_raster_reference(kernel_size, corner, dtype,
                              reference[1:], **tolerance)
   np.testing.assert_allclose(_solve_with_plan(y[:1], kernel, corner, plan),
                              reference[:1], **tolerance)
+  # The inverse as one convolution, and a plan of the image's height that
+  # inverts one image with it.
+  inverse = triangular_conv.inverse_kernel(kernel, height, width, corner)
+  assert inverse.shape == (height, width, channels, channels)
+  np.testing.assert_allclose(triangular_conv.causal_conv2d(y, inverse, corner),
+                             reference, **tolerance)
+  plan = triangular_conv.inverse_plan(kernel, width, corner, height=height)
+  np.testing.assert_allclose(plan.one_image, inverse, **tolerance)
+  np.testing.assert_allclose(_solve_with_plan(y[:1], kernel, corner, plan),
+                             reference[:1], **tolerance)
 
 
 def _solve_with_plan(y, kernel, corner, plan):
@@ -122,6 +132,22 @@ def test_planned_solve_with_unknown_batch_in_a_function(jit):
     np.testing.assert_allclose(
         solve(y), triangular_conv.solve_raster(y, kernel, 'top_right'),
         rtol=1e-4, atol=1e-4)
+
+
+def test_one_image_is_inverted_by_one_convolution():
+  rng = np.random.default_rng(6)
+  kernel = _random_kernel(rng, 3, 4, 'bottom_right')
+  plan = triangular_conv.inverse_plan(kernel, 8, 'bottom_right', height=7)
+  def op_types(batch):
+    solve = tf.function(lambda y: triangular_conv.solve_with_plan(
+        y, plan, [kernel], lambda k: k, 'bottom_right', check=False))
+    graph = solve.get_concrete_function(
+        tf.TensorSpec([batch, 7, 8, 4])).graph
+    return {op.type for op in graph.get_operations()}
+  assert 'Conv2D' in op_types(1) and 'MatMul' not in op_types(1)
+  assert 'Conv2D' not in op_types(2) and 'MatMul' in op_types(2)
+  # Too large an image for one convolution: no inverse kernel.
+  assert triangular_conv.inverse_plan(kernel, 16, height=17).one_image is None
 
 
 def test_a_plan_of_other_weights_is_never_used():

@@ -40,9 +40,10 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
   sequential steps, see `triangular_conv.solve_rows`). Its matrices depend
   on the weights only: `plan_inverse(W)` computes them once, and a
   `CIncConv2D` given that plan as `inverse_plan` inverts without computing
-  them (two image rows per step for small batches) as long as its weights
-  equal those the plan was made from, and falls back to the plain solve
-  otherwise.
+  them as long as its weights equal those the plan was made from, and
+  falls back to the plain solve otherwise. A plan made for the image height
+  too (`plan_inverse(W, H)`, `H W <= 256`) also inverts one image by one
+  `H x W` convolution (`triangular_conv.inverse_kernel`).
 
   It takes parameters only, tensors or variables (`init.cinc_conv` gives the
   starting ones); a Keras model that owns the weights builds it from them.
@@ -165,11 +166,12 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
       y += self._bias
     return restore(y)
 
-  def plan_inverse(self, width):
+  def plan_inverse(self, width, height=None):
     """The `InversePlan` of the current weights, for images `width` pixels
-    wide (see the class docstring)."""
+    wide (and `height` high: see `triangular_conv.inverse_plan`)."""
     return triangular_conv.inverse_plan(self.effective_kernel(), width,
-                                        self._corner, self.plan_parameters())
+                                        self._corner, self.plan_parameters(),
+                                        height)
 
   def _inverse(self, y):
     plan = _util.called(self._inverse_plan)

@@ -136,10 +136,11 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
     the second's (see `CIncConv2D.plan_parameters`)."""
     return self._first.plan_parameters() + self._second.plan_parameters()
 
-  def plan_inverse(self, width):
+  def plan_inverse(self, width, height=None):
     """The pair of `InversePlan`s of the current weights (first factor,
-    second), for images `width` pixels wide."""
-    return self._first.plan_inverse(width), self._second.plan_inverse(width)
+    second), for images `width` pixels wide (and `height` high)."""
+    return (self._first.plan_inverse(width, height),
+            self._second.plan_inverse(width, height))
 
   def _forward(self, x):
     return self._second.forward(self._first.forward(x))

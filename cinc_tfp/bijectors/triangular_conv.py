@@ -15,7 +15,8 @@ Three solvers are provided:
   `row_matrices`). Each step is `k - 1` matmuls over the whole batch.
 * `solve_with_plan` is `solve_rows` with its matrices computed once per
   kernel value (`inverse_plan`), used only while the kernel's parameters
-  equal those the plan was made from.
+  equal those the plan was made from; one small image it inverts in one
+  convolution (`inverse_kernel`).
 * `solve_raster` is the plain pixel-by-pixel reference (`H*W` steps), kept for
   tests and benchmarks.
 
@@ -35,6 +36,10 @@ import numpy as np
 import tensorflow as tf
 
 CORNERS = ('top_left', 'top_right', 'bottom_left', 'bottom_right')
+# One image of at most this many pixels is inverted by one convolution with
+# the inverse's kernel (`inverse_kernel`) rather than row by row: faster
+# at 16x16 and below, slower at 32x32 (its arithmetic grows as (H W)^2).
+ONE_CONV_MAX_PIXELS = 256
 
 
 def check_corner(corner):
@@ -86,18 +91,46 @@ def triangular_kernel(kernel, diagonal, corner):
   return kernel * mask + eye * diagonal
 
 
-def _paddings(kernel_size, corner):
-  pad = kernel_size - 1
-  top = pad if corner.startswith('top') else 0
-  left = pad if corner.endswith('left') else 0
-  return [[0, 0], [top, pad - top], [left, pad - left], [0, 0]]
+def _paddings(kernel_shape, corner):
+  rows, columns = kernel_shape[0] - 1, kernel_shape[1] - 1
+  top = rows if corner.startswith('top') else 0
+  left = columns if corner.endswith('left') else 0
+  return [[0, 0], [top, rows - top], [left, columns - left], [0, 0]]
 
 
 def causal_conv2d(x, kernel, corner='top_left'):
-  """Convolution of `x` (`[B, H, W, C]`) padded on `corner` only."""
+  """Convolution of `x` (`[B, H, W, C]`) padded on `corner` only, by a
+  `[kh, kw, C, C']` kernel."""
   check_corner(corner)
-  x = tf.pad(x, _paddings(kernel.shape[0], corner))
+  x = tf.pad(x, _paddings(kernel.shape, corner))
   return tf.nn.conv2d(x, kernel, strides=1, padding='VALID')
+
+
+def inverse_kernel(kernel, height, width, corner='top_left'):
+  """`[H, W, C, C]` kernel of the inverse of `causal_conv2d(., kernel,
+  corner)` on `H x W` images, itself a convolution padded on `corner`:
+  `causal_conv2d(y, inverse_kernel(kernel, H, W, corner), corner)` equals
+  `solve_rows(y, kernel, corner)`.
+
+  Images extended by zeros beyond the corner's two sides form an algebra
+  under such convolutions, in which a kernel whose diagonal tap is
+  invertible has an inverse; a pixel of the output reads only pixels of the
+  input between it and the corner, so the inverse's `H x W` taps nearest
+  the corner invert `H x W` images exactly. They are the solution for one
+  impulse per channel at the corner pixel. One convolution, but `(H W)^2 C^2`
+  multiply-adds per image where the row solve does `3 H (W C)^2`.
+  """
+  check_corner(corner)
+  channels = kernel.shape[-1]
+  impulses = np.zeros([channels, height, width, channels])
+  impulses[np.arange(channels),
+           0 if corner.startswith('top') else height - 1,
+           0 if corner.endswith('left') else width - 1,
+           np.arange(channels)] = 1.
+  # [C_in, H, W, C_out]: the response at distance (d, e) from the corner is
+  # the kernel's tap (H-1-d, W-1-e), as causal_conv2d lays a kernel out.
+  responses = solve_rows(tf.constant(impulses, kernel.dtype), kernel, corner)
+  return tf.reverse(tf.transpose(responses, [1, 2, 0, 3]), [0, 1])
 
 
 def _top_left_kernel(kernel, corner):
@@ -214,6 +247,15 @@ def solve_rows(y, kernel, corner='top_left'):
   return _solve_by_rows(y, matrices, corner)
 
 
+def _solve_by_plan(y, plan, corner):
+  """By the plan's `inverse_kernel` for one image of its size (see
+  `InversePlan.one_image`), else row by row."""
+  if plan.rows is None or (y.shape[0] == 1 and
+                           plan.one_image_fits(y.shape[1:])):
+    return causal_conv2d(y, plan.one_image, corner)
+  return _solve_by_rows(y, plan.rows, corner)
+
+
 def _solve_by_rows(y, matrices, corner):
   """The row recursion of `solve_rows` with its `[k, W*C, W*C]` matrices.
 
@@ -258,25 +300,43 @@ class InversePlan(typing.NamedTuple):
   Attributes:
     parameters: tuple of the tensors the plan was made from (see
       `inverse_plan`).
-    rows: `[k, W*C, W*C]` matrices of `row_matrices`.
+    rows: `[k, W*C, W*C]` matrices of `row_matrices`; None in a plan that
+      inverts one image only (by `one_image`).
+    one_image: the `[H, W, C, C]` `inverse_kernel`, which inverts one image
+      of `H x W` pixels in one convolution, for an image height given and
+      at most `ONE_CONV_MAX_PIXELS` pixels; else None. A plan with `rows`
+      uses it for batches known to hold one image; a plan without, for any
+      batch (its caller knows it holds one: `CIncFlow.decode` of a batch of
+      unknown size).
   """
   parameters: typing.Tuple[tf.Tensor, ...]
-  rows: tf.Tensor
+  rows: typing.Optional[tf.Tensor]
+  one_image: typing.Optional[tf.Tensor] = None
 
-  def fits(self, parameters, width, channels):
-    """Whether the plan has the shapes of `parameters` and is for images
-    `width` pixels wide with `channels` channels (values are compared when
-    a solve runs)."""
+  def fits(self, parameters, image_shape):
+    """Whether the plan has the shapes of `parameters` and is for images of
+    `image_shape` (`(H, W, C)`; values are compared when a solve runs)."""
     shapes = lambda tensors: [tuple(t.shape) for t in tensors]  # pylint: disable=g-long-lambda
-    return (shapes(self.parameters) == shapes(parameters) and
-            self.rows.shape[-1] == width * channels)
+    height, width, channels = image_shape
+    if self.rows is None:
+      size_fits = self.one_image_fits(image_shape)
+    else:
+      size_fits = self.rows.shape[-1] == width * channels
+    return shapes(self.parameters) == shapes(parameters) and size_fits
+
+  def one_image_fits(self, image_shape):
+    """Whether its `one_image` inverts images of `image_shape`."""
+    return (self.one_image is not None and
+            tuple(self.one_image.shape[:3]) == tuple(image_shape))
 
 
-def inverse_plan(kernel, width, corner='top_left', parameters=None):
-  """The `InversePlan` of `kernel` for images `width` pixels wide: the
-  matrices of `solve_rows`, computed in float64 and cast to `kernel`'s dtype,
-  once per kernel value: worth it when the same weights invert many batches
-  (sampling, serving).
+def inverse_plan(kernel, width, corner='top_left', parameters=None,
+                 height=None):
+  """The `InversePlan` of `kernel` for images `width` pixels wide (and
+  `height` high, if given): the matrices of `solve_rows`, and for a small
+  enough image the `inverse_kernel`, computed in float64 and cast to
+  `kernel`'s dtype, once per kernel value: worth it when the same weights
+  invert many batches (sampling, serving).
 
   Args:
     kernel: `[k, k, C, C]` kernel, diagonal tap triangular.
@@ -285,15 +345,21 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None):
     parameters: the tensors `kernel` is computed from (default: `kernel`):
       `solve_with_plan` uses the plan only while its parameters equal
       these, so a bijector can key its plan on its raw weights.
+    height: image height `H`, if known.
   """
   check_corner(corner)
-  wide = tf.cast(_top_left_kernel(kernel, corner), tf.float64)
-  rows = row_matrices(wide, width, mirrored=corner.endswith('right'))
+  wide = tf.cast(kernel, tf.float64)
+  rows = row_matrices(_top_left_kernel(wide, corner), width,
+                      mirrored=corner.endswith('right'))
+  one_image = None
+  if height is not None and height * width <= ONE_CONV_MAX_PIXELS:
+    one_image = tf.cast(inverse_kernel(wide, height, width, corner),
+                        kernel.dtype)
   parameters = kernel if parameters is None else parameters
   if not isinstance(parameters, (tuple, list)):
     parameters = (parameters,)
   return InversePlan(tuple(tf.convert_to_tensor(p) for p in parameters),
-                     tf.cast(rows, kernel.dtype))
+                     tf.cast(rows, kernel.dtype), one_image)
 
 
 def plan_is_current(plan, parameters):
@@ -326,7 +392,7 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
   check_corner(corner)
   parameters = tuple(tf.convert_to_tensor(p) for p in parameters)
   solve = lambda y, *parameters: solve_rows(y, kernel_fn(*parameters), corner)  # pylint: disable=g-long-lambda
-  if not plan.fits(parameters, y.shape[2], y.shape[3]):
+  if not plan.fits(parameters, y.shape[1:]):
     return solve(y, *parameters)
 
   @tf.custom_gradient
@@ -336,7 +402,7 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
         tape.watch([y, *parameters])
         x = solve(y, *parameters)
       return tape.gradient(x, [y, *parameters], output_gradients=dx)
-    return _solve_by_rows(y, plan.rows, corner), gradient
+    return _solve_by_plan(y, plan, corner), gradient
 
   if not check:
     return planned(y, *parameters)
