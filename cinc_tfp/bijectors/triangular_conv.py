@@ -37,9 +37,10 @@ import tensorflow as tf
 
 CORNERS = ('top_left', 'top_right', 'bottom_left', 'bottom_right')
 # One image of at most this many pixels is inverted by one convolution with
-# the inverse's kernel (`inverse_kernel`) rather than row by row: faster
-# at 16x16 and below, slower at 32x32 (its arithmetic grows as (H W)^2).
-ONE_CONV_MAX_PIXELS = 256
+# the inverse's kernel (`inverse_kernel`) rather than row by row: faster at
+# 8x8 and below, slower at 16x16x12 and far slower at 32x32x3 (its
+# arithmetic grows as (H W)^2; README, benchmarks).
+ONE_CONV_MAX_PIXELS = 64
 
 
 def check_corner(corner):
