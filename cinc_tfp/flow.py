@@ -341,7 +341,10 @@ class CIncFlow(keras.Model):
       return inverse(plans)
     def for_batch(one):
       """`plans` for a batch of one image (no rows where a plan has a
-      `one_image`) or of any size (no `one_image`)."""
+      `one_image`) or of any size (no `one_image`). (The plans say so, not a
+      batch pinned to 1 in the branch: with a `tf.ensure_shape` or a reshape
+      to `[1, ...]` there, TF 2.21's graph optimizer ran that branch for a
+      batch of 3, which failed.)"""
       def adapt(plan):
         if not one:
           return plan._replace(one_image=None)
