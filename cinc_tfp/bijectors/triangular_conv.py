@@ -318,7 +318,7 @@ class InversePlan(typing.NamedTuple):
     """Whether the plan has the shapes of `parameters` and is for images of
     `image_shape` (`(H, W, C)`; values are compared when a solve runs)."""
     shapes = lambda tensors: [tuple(t.shape) for t in tensors]  # pylint: disable=g-long-lambda
-    height, width, channels = image_shape
+    _, width, channels = image_shape
     if self.rows is None:
       size_fits = self.one_image_fits(image_shape)
     else:
