@@ -331,27 +331,25 @@ class CIncFlow(keras.Model):
     decoded with the plans for one image, whose layers invert it in one
     convolution each where they can (`InversePlan.one_image`), as in a
     function traced for one image; the inverse is traced twice."""
-    # `tf.identity`: a tensor of each branch's own, since TFP's bijector
-    # cache would otherwise hand one branch the other's result for `z`.
-    inverse = lambda plans: self._bijector(labels=labels,  # pylint: disable=g-long-lambda
-                                           plans=plans).inverse(tf.identity(z))
+    inverse = lambda z, plans: self._bijector(labels=labels,  # pylint: disable=g-long-lambda
+                                              plans=plans).inverse(z)
     layers = [layer for layer in plans or () if layer]
     if z.shape[0] is not None or not any(
         plan.one_image is not None for layer in layers for plan in layer):
-      return inverse(plans)
-    def for_batch(one):
-      """`plans` for a batch of one image (no rows where a plan has a
-      `one_image`) or of any size (no `one_image`). (The plans say so, not a
-      batch pinned to 1 in the branch: with a `tf.ensure_shape` or a reshape
-      to `[1, ...]` there, TF 2.21's graph optimizer ran that branch for a
-      batch of 3, which failed.)"""
-      def adapt(plan):
-        if not one:
-          return plan._replace(one_image=None)
-        return plan if plan.one_image is None else plan._replace(rows=None)
-      return [layer and tuple(map(adapt, layer)) for layer in plans]
-    return tf.cond(tf.shape(z)[0] == 1, lambda: inverse(for_batch(True)),
-                   lambda: inverse(for_batch(False)))
+      return inverse(z, plans)
+    # The plans say which branch is which, not a batch pinned to 1 in the
+    # first: with a `tf.ensure_shape` or a reshape to `[1, ...]` there, TF
+    # 2.21's graph optimizer ran that branch for a batch of 3, which failed.
+    # `tf.identity`: a `z` of each branch's own, since TFP's bijector cache
+    # would otherwise hand one branch the other's result for it.
+    for_batch = lambda adapt: [layer and tuple(map(adapt, layer))  # pylint: disable=g-long-lambda
+                               for layer in plans]
+    return tf.cond(
+        tf.shape(z)[0] == 1,
+        lambda: inverse(tf.identity(z),
+                        for_batch(lambda plan: plan.for_one_image())),
+        lambda: inverse(tf.identity(z),
+                        for_batch(lambda plan: plan.for_any_batch())))
 
   def _decoding_plans(self):
     """Per step, the `InversePlan`s its convolution inverts with, unchecked:
@@ -385,9 +383,9 @@ class CIncFlow(keras.Model):
         plans.append(False)
         continue
       layer, layer_matrices = next(chosen)
-      plans.append(tuple(plan._replace(rows=made[0], one_image=made[1])
-                         if len(made) > 1 else plan._replace(rows=made[0])
-                         for plan, made in zip(layer, layer_matrices)))
+      plans.append(tuple(
+          plan._replace(**dict(zip(('rows', 'one_image'), made)))
+          for plan, made in zip(layer, layer_matrices)))
     return plans
 
   def sample(self, n, temperature=1.0, seed=None, labels=None):

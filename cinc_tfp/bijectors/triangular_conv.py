@@ -260,10 +260,11 @@ def _solve_by_plan(y, plan, corner):
 def _solve_by_rows(y, matrices, corner):
   """The row recursion of `solve_rows` with its `[k, W*C, W*C]` matrices.
 
-  A batch of one image, or of unknown size, is solved with a zero image
-  appended: TensorFlow's CPU matmul multiplies a `[2, W*C]` matrix faster
-  than a `[1, W*C]` vector (33 against 64 us at `W*C = 192`, one run), and
-  the recursion's sequential steps are such products.
+  A batch of one image (known when traced, or found when it runs) is solved
+  with a zero image appended: TensorFlow's CPU matmul multiplies a
+  `[2, W*C]` matrix faster than a `[1, W*C]` vector (33 against 64 us at
+  `W*C = 192`, one run), and the recursion's sequential steps are such
+  products.
   """
   batch, height, width, channels = y.shape
   k = matrices.shape[0]
@@ -271,7 +272,8 @@ def _solve_by_rows(y, matrices, corner):
   rows = tf.reshape(y, [-1, height, row_size])
   padded = batch is None or batch == 1
   if padded:
-    rows = tf.pad(rows, [[0, 1], [0, 0], [0, 0]])
+    count = tf.shape(rows)[0]
+    rows = tf.pad(rows, [[0, tf.maximum(2 - count, 0)], [0, 0], [0, 0]])
   # Each row of every image, already multiplied by T^-1.
   y_rows = tf.unstack(tf.reshape(
       tf.matmul(tf.reshape(rows, [-1, row_size]), matrices[k - 1]),
@@ -291,7 +293,7 @@ def _solve_by_rows(y, matrices, corner):
     x_rows.reverse()
   x = tf.stack(x_rows, axis=1)
   if padded:
-    x = x[:-1]
+    x = x[:count]
   return tf.reshape(x, [-1, height, width, channels])
 
 
@@ -324,6 +326,15 @@ class InversePlan(typing.NamedTuple):
     else:
       size_fits = self.rows.shape[-1] == width * channels
     return shapes(self.parameters) == shapes(parameters) and size_fits
+
+  def for_one_image(self):
+    """The plan for a batch its caller knows holds one image: without rows
+    if it has a `one_image`."""
+    return self if self.one_image is None else self._replace(rows=None)
+
+  def for_any_batch(self):
+    """The plan without its `one_image`, for a batch of any size."""
+    return self._replace(one_image=None)
 
   def one_image_fits(self, image_shape):
     """Whether its `one_image` inverts images of `image_shape`."""
