@@ -111,10 +111,12 @@ class _Serving(tf.Module):
       return {'images': images, 'valid': flow.finite_images(images)}
 
     def sample(n, temperature, seed, *labels):
-      images = _float32(model.sample(n, temperature, seed, *labels))
-      return {'images': images,
-              'images_uint8': data.quantize(images, model.n_bits),
-              'valid': flow.finite_images(images)}
+      # A call of the traced `decode`: one trace of the inverse for both.
+      decoded = self.decode(
+          _float32(model.sample_latents(n, temperature, seed)), *labels)
+      return {'images': decoded['images'],
+              'images_uint8': data.quantize(decoded['images'], model.n_bits),
+              'valid': decoded['valid']}
 
     def classify(images):
       log_likelihoods = model.class_log_likelihoods(images)

@@ -398,11 +398,16 @@ class CIncFlow(keras.Model):
     graph). A class-conditional flow samples the classes `labels`: `[n]`, or
     one for all.
     """
+    return self.decode(self.sample_latents(n, temperature, seed), labels)
+
+  def sample_latents(self, n, temperature=1.0, seed=None):
+    """The `[n, H*W*C]` latents that `sample` decodes: the base normal's,
+    scaled by `temperature`; the arguments are `sample`'s."""
     n, temperature = _check_sample_arguments(n, temperature)
     z = tf.random.stateless_normal(tf.stack([n, self.num_dims]),
                                    init.stateless_seed(seed),
                                    dtype=self.compute_dtype)
-    return self.decode(z * tf.cast(temperature, self.compute_dtype), labels)
+    return z * tf.cast(temperature, self.compute_dtype)
 
   def call(self, inputs):
     """`log_prob`: what `model(x)` and `predict` return; a class-conditional

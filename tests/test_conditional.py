@@ -1,10 +1,12 @@
 """Class-conditional CIncFlow: exact with labels, classification, training."""
 
 import itertools
+import re
 import subprocess
 import sys
 import textwrap
 
+from absl import flags
 import keras
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from cinc_tfp import run as run_lib
 from tests import bijector_checks
 from tests import flow_checks
 from tests import train_helpers as helpers
+from train import common
 from train import evaluate
 from train import sample
 from train import train
@@ -238,17 +241,27 @@ def test_train_evaluate_and_sample_a_conditional_run(conditional_run,
   assert row.shape == (8, 4 * 8, 1)
 
 
-@pytest.mark.parametrize('args, words', [
-    (('--labels=3,12',), 'classes 0..9, got 12'),
-    (('--interpolate=0,1',), 'give the two images\' classes as --labels'),
-    (('--labels=a',), '--labels must be class indices'),
-])
-def test_bad_sample_flags_of_a_conditional_run(conditional_run, tmp_path,
-                                               args, words):
+def test_bad_labels_of_a_conditional_run_end_sample_with_one_line(
+    conditional_run, tmp_path):
   model_dir, _ = conditional_run
   result = helpers.run('sample', f'--model_dir={model_dir}',
-                       f'--output={tmp_path / "x.png"}', *args)
-  helpers.assert_fails_with_one_line(result, words)
+                       f'--output={tmp_path / "x.png"}', '--labels=3,12')
+  helpers.assert_fails_with_one_line(result, 'classes 0..9, got 12')
+
+
+@pytest.mark.parametrize('args, error, words', [
+    (('--interpolate=0,1',), common.TrainError,
+     "give the two images' classes as --labels"),
+    (('--labels=a',), flags.Error, '--labels must be class indices'),
+])
+def test_bad_sample_flags_of_a_conditional_run(conditional_run, tmp_path,
+                                               args, error, words):
+  """Errors `common.report_errors` prints as one line (see above)."""
+  model_dir, _ = conditional_run
+  with pytest.raises(error, match=re.escape(words)):
+    sample.run(helpers.parse(sample.define_flags, f'--model_dir={model_dir}',
+                             f'--output={tmp_path / "x.png"}', *args))
+  assert not (tmp_path / 'x.png').exists()
 
 
 def test_conditional_training_needs_labelled_data(tmp_path):

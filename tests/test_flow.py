@@ -98,6 +98,9 @@ def test_sampling_is_reproducible_and_temperature_scales_the_latent():
   encode = model.bijector().forward
   cold = encode(model.sample(3, temperature=0.5, seed=7))
   np.testing.assert_allclose(cold, 0.5 * encode(first), atol=1e-4)
+  np.testing.assert_array_equal(
+      model.decode(model.sample_latents(3, temperature=0.5, seed=7)),
+      model.sample(3, temperature=0.5, seed=7))
   tiny = model.sample(2, temperature=1e-6, seed=7)
   np.testing.assert_allclose(encode(tiny), 0., atol=1e-4)
   # Any integer seed means the same; large ones do not wrap onto small ones.

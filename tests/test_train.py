@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -18,6 +17,7 @@ import tensorflow as tf
 from cinc_tfp import run as run_lib
 from cinc_tfp import trainer
 from tests import train_helpers as helpers
+from train import common
 from train import train
 
 SHORT = ('--steps=6', '--steps_per_epoch=3', '--checkpoint_every=2')
@@ -210,26 +210,26 @@ def test_model_dir_that_cannot_be_created_fails_before_any_work(tmp_path):
 
 
 @pytest.mark.parametrize('raised, words, status', [
-    ('KeyboardInterrupt()', 'error: interrupted', 130),
-    ("OSError(28, 'No space left on device')", 'No space left on device', 1),
-    ("tf.errors.NotFoundError(None, None, "
-     "'{{function_node __wrapped__ReadFile}} x.png; no such file [Op:ReadFile]')",
+    (KeyboardInterrupt(), 'error: interrupted', 130),
+    (OSError(28, 'No space left on device'), 'No space left on device', 1),
+    (tf.errors.NotFoundError(None, None, '{{function_node __wrapped__ReadFile}} '
+                             'x.png; no such file [Op:ReadFile]'),
      'error: x.png; no such file', 1),
 ])
-def test_interruptions_and_file_errors_end_with_one_line(raised, words,
-                                                         status):
-  code = ('import tensorflow as tf\n'
-          'from train import common\n'
-          'def run(flag_values):\n'
-          f'  raise {raised}\n'
-          'common.run_main(run)\n')
-  result = subprocess.run([sys.executable, '-c', code],
-                          cwd=helpers.ROOT, env=helpers.env(),
-                          capture_output=True, text=True, timeout=120,
-                          check=False)
-  assert result.returncode == status, result.stderr
-  line = helpers.assert_fails_with_one_line(result, words)
-  assert '{{' not in line and '[Op:' not in line
+def test_interruptions_and_file_errors_end_with_one_line(raised, words, status,
+                                                         capsys):
+  """What `common.report_errors` does in every command (a real process
+  reports a data error so in `test_missing_folder_fails_with_one_line`)."""
+
+  def run(unused_flag_values):
+    raise raised
+
+  with pytest.raises(SystemExit) as exit_:
+    common.report_errors(run, None)
+  assert exit_.value.code == status
+  lines = helpers.message_lines(capsys.readouterr().err)
+  assert len(lines) == 1 and words in lines[0], lines
+  assert '{{' not in lines[0] and '[Op:' not in lines[0]
 
 
 @pytest.mark.parametrize('content, words', [

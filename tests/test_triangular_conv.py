@@ -198,18 +198,20 @@ def test_unchecked_plan_is_trusted_with_the_plain_gradients():
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_planned_solve_has_the_gradients_of_the_plain_solve():
+@pytest.mark.parametrize('corner', triangular_conv.CORNERS)
+@pytest.mark.parametrize('batch', [1, 2])  # 1: by the one-image kernel.
+def test_planned_solve_has_the_gradients_of_the_plain_solve(corner, batch):
   rng = np.random.default_rng(6)
-  kernel = _random_kernel(rng, 3, 3, 'top_left', tf.float64)
-  plan = triangular_conv.inverse_plan(kernel, 4, 'top_left')
-  y = tf.constant(rng.normal(size=[2, 5, 4, 3]))
-  weights = tf.constant(rng.normal(size=[2, 5, 4, 3]))
+  kernel = _random_kernel(rng, 3, 3, corner, tf.float64)
+  plan = triangular_conv.inverse_plan(kernel, 4, corner, height=5)
+  y = tf.constant(rng.normal(size=[batch, 5, 4, 3]))
+  weights = tf.constant(rng.normal(size=[batch, 5, 4, 3]))
 
   def gradients(plan):
     with tf.GradientTape() as tape:
       tape.watch([y, kernel])
-      x = (triangular_conv.solve_rows(y, kernel, 'top_left') if plan is None
-           else _solve_with_plan(y, kernel, 'top_left', plan))
+      x = (triangular_conv.solve_rows(y, kernel, corner) if plan is None
+           else _solve_with_plan(y, kernel, corner, plan))
       loss = tf.reduce_sum(weights * x**2)
     return tape.gradient(loss, [y, kernel])
 

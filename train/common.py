@@ -4,7 +4,7 @@ Their flags are `cli_flags`'; the run directory itself (config.json,
 checkpoints, the trained flow) is `cinc_tfp.run`'s. Expected failures (bad
 data, a bad model configuration, a checkpoint or export problem, divergence)
 end a command with one line, `error: ...`, on stderr and exit status 1: see
-`run_main`.
+`report_errors`.
 """
 
 import re
@@ -51,32 +51,41 @@ def show_in_helpshort(*modules):
       flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
+def report_errors(run, flag_values):
+  """`run(flag_values)`, ending the process on an expected failure: an error
+  of `EXPECTED_ERRORS` or `FILE_ERRORS` prints `error: MESSAGE` (the
+  message on one line) to stderr and exits with status 1, without a
+  traceback; Ctrl-C prints one line and exits with status 130. Anything
+  else is a bug and keeps its traceback."""
+  try:
+    return run(flag_values)
+  except EXPECTED_ERRORS + FILE_ERRORS as error:
+    print(f'error: {one_line(error)}', file=sys.stderr, flush=True)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print('error: interrupted; the newest checkpoint (if any) is kept, and '
+          'the same command resumes from it.', file=sys.stderr, flush=True)
+    sys.exit(INTERRUPTED_STATUS)
+
+
 def run_main(run):
-  """`app.run` of `run(flags.FLAGS)`, with expected errors as one line.
+  """`app.run` of `run(flags.FLAGS)` under `report_errors`.
 
   Positional arguments are an error (every option is a flag). Python logging
-  shows warnings and errors unless `--verbosity` is given. An error of
-  `EXPECTED_ERRORS` or `FILE_ERRORS` prints `error: MESSAGE` (the message on
-  one line) to stderr and exits with status 1, without a traceback; Ctrl-C
-  prints one line and exits with status 130; anything else is a bug and keeps
-  its traceback.
+  shows warnings and errors unless `--verbosity` is given.
   """
 
   def main(argv):
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)  # TF's INFO lines are noise here.
-    try:
+
+    def run_without_arguments(flag_values):
       if len(argv) > 1:
         raise TrainError(
             f'unexpected arguments {argv[1:]}; options are --flags.')
-      run(flags.FLAGS)
-    except EXPECTED_ERRORS + FILE_ERRORS as error:
-      print(f'error: {one_line(error)}', file=sys.stderr, flush=True)
-      sys.exit(1)
-    except KeyboardInterrupt:
-      print('error: interrupted; the newest checkpoint (if any) is kept, and '
-            'the same command resumes from it.', file=sys.stderr, flush=True)
-      sys.exit(INTERRUPTED_STATUS)
+      run(flag_values)
+
+    report_errors(run_without_arguments, flags.FLAGS)
 
   show_in_helpshort(sys.modules[run.__module__], cli_flags)
   app.run(main)

@@ -409,18 +409,41 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
 
   @tf.custom_gradient
   def planned(y, *parameters):
+    x = _solve_by_plan(y, plan, corner)
+
     def gradient(dx):
+      # x = A^-1 y, A the convolution by the kernel as the solve reads it
+      # (`_as_solved`): the gradient for y is A^-T dx, which is the plan's
+      # solve differentiated (it is linear in y); and as A x = y holds, the
+      # parameters' is that of A x at the solved x, for the output gradient
+      # -A^-T dx.
       with tf.GradientTape() as tape:
-        tape.watch([y, *parameters])
-        x = solve(y, *parameters)
-      return tape.gradient(x, [y, *parameters], output_gradients=dx)
-    return _solve_by_plan(y, plan, corner), gradient
+        tape.watch(y)
+        solved = _solve_by_plan(y, plan, corner)
+      dy = tape.gradient(solved, y, output_gradients=dx)
+      with tf.GradientTape() as tape:
+        tape.watch(parameters)
+        y_of_x = causal_conv2d(tf.stop_gradient(x),
+                               _as_solved(kernel_fn(*parameters), corner),
+                               corner)
+      return [dy, *tape.gradient(y_of_x, parameters, output_gradients=-dy)]
+
+    return x, gradient
 
   if not check:
     return planned(y, *parameters)
   return tf.cond(plan_is_current(plan, parameters),
                  lambda: planned(y, *parameters),
                  lambda: solve(y, *parameters))
+
+
+def _as_solved(kernel, corner):
+  """`kernel` as the solvers read it: its diagonal tap's strict lower
+  triangle, which they ignore, zeroed."""
+  k, channels = kernel.shape[0], kernel.shape[-1]
+  mask = np.ones([k, k, channels, channels])
+  mask[diagonal_tap(k, corner)] = np.triu(np.ones([channels, channels]))
+  return kernel * tf.constant(mask, kernel.dtype)
 
 
 def solve_raster(y, kernel, corner='top_left'):
