@@ -1,7 +1,6 @@
 """CIncFlow: exact likelihood and inverse of the whole flow, and training."""
 
 import itertools
-import json
 import os
 import re
 import subprocess
@@ -17,7 +16,6 @@ import cinc_tfp
 from cinc_tfp import data
 from tests import bijector_checks
 from tests import flow_checks
-from tests import train_helpers as helpers
 
 IMAGE_SHAPE = flow_checks.IMAGE_SHAPE
 tiny_flow = flow_checks.tiny_flow
@@ -480,51 +478,8 @@ def test_mirrored_strategy_with_recompute_and_classes_matches_one_device(
     np.testing.assert_allclose(one[name], two[name], rtol=1e-4, atol=1e-5)
 
 
-MULTI_WORKER_SCRIPT = textwrap.dedent('''
-    import sys
-    import tensorflow as tf
-    import keras
-    import cinc_tfp
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    x = tf.random.stateless_uniform((8, 8, 8, 1), [0, 1], -0.5, 0.5)
-    dataset = tf.data.Dataset.from_tensor_slices(x).batch(4).repeat()
-    with strategy.scope():
-      model = cinc_tfp.CIncFlow((8, 8, 1), levels=2, depth=1, width=4,
-                                recompute=True)
-      model.compile(optimizer=keras.optimizers.SGD(0.01))
-    model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
-    print('evaluate:', model.evaluate(dataset, steps=2, verbose=0), flush=True)
-''')
-
-
-# The workers train with recompute on (the mirrored test above covers both).
-@pytest.mark.slow  # Two processes that start a gRPC cluster.
-def test_fit_and_evaluate_under_multi_worker_mirrored_strategy(tmp_path):
-  script = tmp_path / 'worker.py'
-  script.write_text(MULTI_WORKER_SCRIPT)
-  ports = [helpers.free_port(), helpers.free_port()]
-  cluster = {'worker': [f'localhost:{port}' for port in ports]}
-  workers = [subprocess.Popen(
-      [sys.executable, str(script)], cwd=helpers.ROOT,
-      env=dict(helpers.env(TF_CONFIG=json.dumps(
-          {'cluster': cluster, 'task': {'type': 'worker', 'index': index}})),
-               PYTHONPATH=helpers.ROOT),
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for index in range(2)]
-  try:
-    outputs = [process.communicate(timeout=300)[0] for process in workers]
-  finally:
-    for process in workers:
-      if process.poll() is None:
-        process.kill()
-  results = []
-  for process, output in zip(workers, outputs):
-    assert process.returncode == 0, output[-3000:]
-    lines = [line for line in output.splitlines()
-             if line.startswith('evaluate: ')]
-    assert lines, output[-3000:]
-    results.append(float(lines[-1].split()[-1]))
-  assert np.isfinite(results[0]) and results[0] == pytest.approx(results[1])
+# Under MultiWorkerMirroredStrategy, with recompute: test_trainer.py runs
+# the train command on a two-worker cluster with --recompute.
 
 
 def test_bad_input_is_a_clear_error():

@@ -102,6 +102,7 @@ def test_folder_dataset_skips_a_corrupt_file(tmp_path, caplog):
   assert not (tmp_path / 'run' / 'saved_model').exists()  # --noexport
 
 
+# With --recompute: fit and evaluate of a recomputing flow under the strategy.
 @pytest.mark.slow  # Two processes that start a gRPC cluster: about a minute.
 def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
   model_dir = tmp_path / 'run'
@@ -116,7 +117,7 @@ def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
           helpers.command('train', '--strategy=multi_worker',
                           f'--model_dir={model_dir}', *helpers.TINY,
                           '--steps=4', '--steps_per_epoch=2',
-                          '--checkpoint_every=2'),
+                          '--checkpoint_every=2', '--recompute'),
           cwd=helpers.ROOT, env=helpers.env(TF_CONFIG=tf_config),
           stdout=output, stderr=subprocess.STDOUT))
   try:
@@ -132,6 +133,7 @@ def test_multi_worker_mirrored_strategy_with_two_local_workers(tmp_path):
   bits = [helpers.printed_bits_per_dim(output) for output in outputs]
   assert bits[0] == pytest.approx(bits[1], abs=1e-4)  # One model, in sync.
   assert helpers.checkpoint_step(model_dir) == 4
+  assert json.loads((model_dir / 'config.json').read_text())['recompute']
   assert (model_dir / 'saved_model' / 'saved_model.pb').exists()
   assert (model_dir / 'samples.png').exists()
 
