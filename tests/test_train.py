@@ -1,6 +1,7 @@
 """End-to-end tests of the `python -m train.train` command, on tiny flows:
 its run directory, resuming (after SIGKILL too), checkpoints and options that
-do not fit, and its errors (one line, in a subprocess). The course of a run
+do not fit, and its errors (one line: in a subprocess for each way a command
+fails, by the errors `common.report_errors` prints otherwise). The course of a run
 itself (`cinc_tfp.trainer`) is tested in test_trainer.py."""
 
 import json
@@ -204,13 +205,15 @@ def test_bad_flags_name_the_problem(args, words):
   assert all(word in str(raised.value) for word in words), raised.value
 
 
-def test_model_dir_that_cannot_be_created_fails_before_any_work(tmp_path):
+def test_model_dir_that_cannot_be_created_fails_before_any_work(tmp_path,
+                                                                 capsys):
   (tmp_path / 'a_file').write_text('')
-  result = helpers.run('train', f'--model_dir={tmp_path / "a_file" / "run"}',
-                       *helpers.QUICK, '--steps=2')
-  helpers.assert_fails_with_one_line(result, 'error: Cannot create',
-                                     'a_file is a file')
-  assert 'Starting' not in result.stdout
+  # An error the command prints as one line (`common.report_errors`).
+  with pytest.raises(common.EXPECTED_ERRORS,
+                     match='Cannot create.*a_file is a file'):
+    train.run(_parse(f'--model_dir={tmp_path / "a_file" / "run"}',
+                     *helpers.QUICK, '--steps=2'))
+  assert 'Starting' not in capsys.readouterr().out
   assert os.listdir(tmp_path) == ['a_file']
 
 
