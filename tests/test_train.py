@@ -1,8 +1,8 @@
 """End-to-end tests of the `python -m train.train` command, on tiny flows:
 its run directory, resuming (after SIGKILL too), checkpoints and options that
 do not fit, and its errors (one line: in a subprocess for each way a command
-fails, by the errors `common.report_errors` prints otherwise). The course of a run
-itself (`cinc_tfp.trainer`) is tested in test_trainer.py."""
+fails, else by the errors `common.report_errors` prints). The course of a
+run itself (`cinc_tfp.trainer`) is tested in test_trainer.py."""
 
 import json
 import math
