@@ -79,17 +79,21 @@ def triangular_kernel(kernel, diagonal, corner):
   Returns:
     The effective `[k, k, C, C]` kernel.
   """
-  k = kernel.shape[0]
-  channels = kernel.shape[-1]
-  a, b = diagonal_tap(k, corner)
-  tap_mask = np.triu(np.ones([channels, channels]), 1)
-  mask = np.ones([k, k, channels, channels])
-  mask[a, b] = tap_mask
+  k, channels = kernel.shape[0], kernel.shape[-1]
   eye = np.zeros([k, k, channels, channels])
-  eye[a, b] = np.eye(channels)
-  mask = tf.constant(mask, kernel.dtype)
-  eye = tf.constant(eye, kernel.dtype)
-  return kernel * mask + eye * diagonal
+  eye[diagonal_tap(k, corner)] = np.eye(channels)
+  return (kernel * _tap_mask(kernel, corner, strict=True) +
+          tf.constant(eye, kernel.dtype) * diagonal)
+
+
+def _tap_mask(kernel, corner, strict):
+  """Ones shaped as `kernel`, but zero below the diagonal tap's diagonal
+  (and on it, if `strict`)."""
+  k, channels = kernel.shape[0], kernel.shape[-1]
+  mask = np.ones([k, k, channels, channels])
+  mask[diagonal_tap(k, corner)] = np.triu(np.ones([channels, channels]),
+                                          1 if strict else 0)
+  return tf.constant(mask, kernel.dtype)
 
 
 def _paddings(kernel_shape, corner):
@@ -440,10 +444,7 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
 def _as_solved(kernel, corner):
   """`kernel` as the solvers read it: its diagonal tap's strict lower
   triangle, which they ignore, zeroed."""
-  k, channels = kernel.shape[0], kernel.shape[-1]
-  mask = np.ones([k, k, channels, channels])
-  mask[diagonal_tap(k, corner)] = np.triu(np.ones([channels, channels]))
-  return kernel * tf.constant(mask, kernel.dtype)
+  return kernel * _tap_mask(kernel, corner, strict=False)
 
 
 def solve_raster(y, kernel, corner='top_left'):
