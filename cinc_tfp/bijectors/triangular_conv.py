@@ -126,7 +126,14 @@ def inverse_kernel(kernel, height, width, corner='top_left'):
   multiply-adds per image where the row solve does `3 H (W C)^2`.
   """
   check_corner(corner)
-  channels = kernel.shape[-1]
+  matrices = row_matrices(_top_left_kernel(kernel, corner), width,
+                          mirrored=corner.endswith('right'))
+  return _inverse_kernel_by_rows(matrices, height, width, kernel.shape[-1],
+                                 corner)
+
+
+def _inverse_kernel_by_rows(matrices, height, width, channels, corner):
+  """`inverse_kernel`, from the kernel's `row_matrices` for `corner`."""
   impulses = np.zeros([channels, height, width, channels])
   impulses[np.arange(channels),
            0 if corner.startswith('top') else height - 1,
@@ -134,7 +141,8 @@ def inverse_kernel(kernel, height, width, corner='top_left'):
            np.arange(channels)] = 1.
   # [C_in, H, W, C_out]: the response at distance (d, e) from the corner is
   # the kernel's tap (H-1-d, W-1-e), as causal_conv2d lays a kernel out.
-  responses = solve_rows(tf.constant(impulses, kernel.dtype), kernel, corner)
+  responses = _solve_by_rows(tf.constant(impulses, matrices.dtype), matrices,
+                             corner)
   return tf.reverse(tf.transpose(responses, [1, 2, 0, 3]), [0, 1])
 
 
@@ -369,7 +377,8 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None,
                       mirrored=corner.endswith('right'))
   one_image = None
   if height is not None and height * width <= ONE_CONV_MAX_PIXELS:
-    one_image = tf.cast(inverse_kernel(wide, height, width, corner),
+    one_image = tf.cast(_inverse_kernel_by_rows(rows, height, width,
+                                                kernel.shape[-1], corner),
                         kernel.dtype)
   parameters = kernel if parameters is None else parameters
   if not isinstance(parameters, (tuple, list)):
