@@ -30,6 +30,7 @@ layout). The diagonal tap is upper triangular in `(i, o)`, i.e. output channel
 `o` depends on input channels `i <= o` of the same pixel.
 """
 
+import functools
 import typing
 
 import numpy as np
@@ -372,19 +373,37 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None,
     height: image height `H`, if known.
   """
   check_corner(corner)
-  wide = tf.cast(kernel, tf.float64)
-  rows = row_matrices(_top_left_kernel(wide, corner), width,
-                      mirrored=corner.endswith('right'))
-  one_image = None
-  if height is not None and height * width <= ONE_CONV_MAX_PIXELS:
-    one_image = tf.cast(_inverse_kernel_by_rows(rows, height, width,
-                                                kernel.shape[-1], corner),
-                        kernel.dtype)
+  if height is not None and height * width > ONE_CONV_MAX_PIXELS:
+    height = None
+  rows, one_image = _plan_matrices(width, height, corner)(kernel)
   parameters = kernel if parameters is None else parameters
   if not isinstance(parameters, (tuple, list)):
     parameters = (parameters,)
   return InversePlan(tuple(tf.convert_to_tensor(p) for p in parameters),
-                     tf.cast(rows, kernel.dtype), one_image)
+                     rows, one_image)
+
+
+@functools.lru_cache(maxsize=None)
+def _plan_matrices(width, height, corner):
+  """A traced function of a kernel: its row matrices and, given `height`,
+  its `inverse_kernel`, computed in float64 and cast to its dtype. One per
+  image size and corner (traced once per kernel shape), so that the layers
+  of a flow that share them share one graph: tracing a `decode` that can
+  make its plans afresh took 2.4-3 s for the default model when each
+  layer's plan was made inline."""
+
+  def matrices(kernel):
+    wide = tf.cast(kernel, tf.float64)
+    rows = row_matrices(_top_left_kernel(wide, corner), width,
+                        mirrored=corner.endswith('right'))
+    one_image = None
+    if height is not None:
+      one_image = tf.cast(_inverse_kernel_by_rows(rows, height, width,
+                                                  kernel.shape[-1], corner),
+                          kernel.dtype)
+    return tf.cast(rows, kernel.dtype), one_image
+
+  return tf.function(matrices, autograph=False)
 
 
 def plan_is_current(plan, parameters):
