@@ -373,9 +373,9 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None,
     height: image height `H`, if known.
   """
   check_corner(corner)
-  if height is not None and height * width > ONE_CONV_MAX_PIXELS:
-    height = None
-  rows, one_image = _plan_matrices(width, height, corner)(kernel)
+  one_image_height = (height if height is not None and
+                      height * width <= ONE_CONV_MAX_PIXELS else None)
+  rows, one_image = _plan_matrices(width, one_image_height, corner)(kernel)
   parameters = kernel if parameters is None else parameters
   if not isinstance(parameters, (tuple, list)):
     parameters = (parameters,)
@@ -384,23 +384,23 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None,
 
 
 @functools.lru_cache(maxsize=None)
-def _plan_matrices(width, height, corner):
-  """A traced function of a kernel: its row matrices and, given `height`,
-  its `inverse_kernel`, computed in float64 and cast to its dtype. One per
-  image size and corner (traced once per kernel shape), so that the layers
-  of a flow that share them share one graph: tracing a `decode` that can
-  make its plans afresh took 2.4-3 s for the default model when each
-  layer's plan was made inline."""
+def _plan_matrices(width, one_image_height, corner):
+  """A traced function of a kernel: its row matrices and, given
+  `one_image_height`, its `inverse_kernel` (else None), computed in float64
+  and cast to its dtype. One per image size and corner (traced once per
+  kernel shape), so that the layers of a flow that share them share one
+  graph: tracing a `decode` that can make its plans afresh took 2.4-3 s for
+  the default model when each layer's plan was made inline."""
 
   def matrices(kernel):
     wide = tf.cast(kernel, tf.float64)
     rows = row_matrices(_top_left_kernel(wide, corner), width,
                         mirrored=corner.endswith('right'))
     one_image = None
-    if height is not None:
-      one_image = tf.cast(_inverse_kernel_by_rows(rows, height, width,
-                                                  kernel.shape[-1], corner),
-                          kernel.dtype)
+    if one_image_height is not None:
+      one_image = tf.cast(
+          _inverse_kernel_by_rows(rows, one_image_height, width,
+                                  kernel.shape[-1], corner), kernel.dtype)
     return tf.cast(rows, kernel.dtype), one_image
 
   return tf.function(matrices, autograph=False)
