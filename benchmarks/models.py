@@ -228,6 +228,13 @@ print(json.dumps({'ms': result, 'modules': modules}))
 """
 
 
+def _traced_sample(model, count):
+  """`model.sample(count)` traced, `count` closed over: `tf.function` binds
+  default arguments (and a `functools.partial`'s) at every call, 50-90 us
+  here."""
+  return tf.function(lambda: model.sample(count, seed=[0, 2]))
+
+
 def time_served(image_shape, levels, depth, width, conv, coupling, counts,
                 repeats, seed=0):
   """(`{count: {call: (in-memory ms, SavedModel ms)}}`, modules): `sample`
@@ -242,7 +249,7 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
   in_memory = {}
   for count in counts:
     z = tf.random.stateless_normal([count, model.num_dims], [seed, 3])
-    sample = tf.function(lambda count=count: model.sample(count, seed=[0, 2]))
+    sample = _traced_sample(model, count)
     decode = tf.function(model.decode)
     in_memory[count] = harness.median_ms(
         {'sample': sample, 'decode': functools.partial(decode, z)},
