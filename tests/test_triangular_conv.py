@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cinc_tfp.bijectors import init
 from cinc_tfp.bijectors import triangular_conv
 from tests import bijector_checks
 
@@ -148,6 +149,28 @@ def test_one_image_is_inverted_by_one_convolution():
   assert 'Conv2D' not in op_types(2) and 'MatMul' in op_types(2)
   # Too large an image for one convolution: no inverse kernel.
   assert triangular_conv.inverse_plan(kernel, 16, height=17).one_image is None
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+@pytest.mark.parametrize('corner', triangular_conv.CORNERS)
+def test_one_convolution_inverts_the_largest_one_image_size(corner, dtype):
+  """One image of `ONE_CONV_MAX_PIXELS` pixels (16x16x12: a default flow's
+  first level), kernel at the flows' initial scale: the planned solve takes
+  one convolution of `H W` taps and inverts the image to the tolerance
+  every solver meets."""
+  rng = np.random.default_rng(7)
+  side, channels = 16, 12
+  assert side * side == triangular_conv.ONE_CONV_MAX_PIXELS
+  kernel = triangular_conv.triangular_kernel(
+      tf.constant(init.KERNEL_STDDEV *
+                  rng.normal(size=[3, 3, channels, channels]), dtype),
+      tf.exp(tf.constant(0.3 * rng.normal(size=[channels]), dtype)), corner)
+  x = tf.constant(rng.normal(size=[1, side, side, channels]), dtype)
+  y = triangular_conv.causal_conv2d(x, kernel, corner)
+  plan = triangular_conv.inverse_plan(kernel, side, corner, height=side)
+  assert plan.one_image_fits((side, side, channels))
+  np.testing.assert_allclose(_solve_with_plan(y, kernel, corner, plan), x,
+                             **bijector_checks.TOLERANCE[dtype])
 
 
 def test_a_plan_of_other_weights_is_never_used():
