@@ -111,9 +111,9 @@ def _solve_with_plan(y, kernel, corner, plan):
                                          corner)
 
 
-def _random_kernel(rng, size, channels, corner, dtype=tf.float32):
+def _random_kernel(rng, size, channels, corner, dtype=tf.float32, scale=0.2):
   return triangular_conv.triangular_kernel(
-      tf.constant(0.2 * rng.normal(size=[size, size, channels, channels]),
+      tf.constant(scale * rng.normal(size=[size, size, channels, channels]),
                   dtype),
       tf.exp(tf.constant(0.3 * rng.normal(size=[channels]), dtype)), corner)
 
@@ -161,10 +161,8 @@ def test_one_convolution_inverts_the_largest_one_image_size(corner, dtype):
   rng = np.random.default_rng(7)
   side, channels = 16, 12
   assert side * side == triangular_conv.ONE_CONV_MAX_PIXELS
-  kernel = triangular_conv.triangular_kernel(
-      tf.constant(init.KERNEL_STDDEV *
-                  rng.normal(size=[3, 3, channels, channels]), dtype),
-      tf.exp(tf.constant(0.3 * rng.normal(size=[channels]), dtype)), corner)
+  kernel = _random_kernel(rng, 3, channels, corner, dtype,
+                          scale=init.KERNEL_STDDEV)
   x = tf.constant(rng.normal(size=[1, side, side, channels]), dtype)
   y = triangular_conv.causal_conv2d(x, kernel, corner)
   plan = triangular_conv.inverse_plan(kernel, side, corner, height=side)
