@@ -328,7 +328,7 @@ class CIncFlow(keras.Model):
           f'CIncFlow: expected latent vectors of shape [B, {self.num_dims}], '
           f'got {z.shape}.')
     labels = self._check_labels(labels, _batch_size(z))
-    x = self._decode(z, labels, self._decoding_plans())
+    x = self._decode(z, labels)
     if tf.executing_eagerly():
       invalid = int(tf.reduce_sum(tf.cast(~finite_images(x), tf.int32)))
       if invalid:
@@ -338,68 +338,71 @@ class CIncFlow(keras.Model):
             f'finite_images(x) tells which.', RuntimeWarning, stacklevel=2)
     return x
 
-  def _decode(self, z, labels, plans):
-    """The inverse with `plans` (see `_decoding_plans`). A batch of unknown
-    size (a served function's) takes one `tf.cond` on it: one image is
-    decoded with the plans for one image, whose layers invert it in one
-    convolution each where they can (`InversePlan.one_image`), as in a
-    function traced for one image; the inverse is traced twice."""
+  def _decode(self, z, labels):
+    """The inverse, by the convolutions' cached `InversePlan`s while they
+    hold. Eagerly, `InvertibleConvLayer.plans` has just made them current.
+    In a graph they are those of the weights at trace time (or the served
+    model's variables): the flow is inverted with them while, beside that
+    inverse rather than before it, the weights of all layers are compared
+    with theirs at once; only where some differ is the flow inverted again,
+    with plans made from the weights' values. Before the comparison gated
+    the plans, and cost 4-8% of sampling one image (README)."""
+    planned = [step.conv for step in self.steps if step.conv.has_plans]
     inverse = lambda z, plans: self._bijector(labels=labels,  # pylint: disable=g-long-lambda
                                               plans=plans).inverse(z)
-    layers = [layer for layer in plans or () if layer]
-    if z.shape[0] is not None or not any(
-        plan.one_image is not None for layer in layers for plan in layer):
-      return inverse(z, plans)
-    # The plans say which branch is which, not a batch pinned to 1 in the
-    # first: with a `tf.ensure_shape` or a reshape to `[1, ...]` there, TF
-    # 2.21's graph optimizer ran that branch for a batch of 3, which failed.
-    # `tf.identity`: a `z` of each branch's own, since TFP's bijector cache
-    # would otherwise hand one branch the other's result for it.
-    for_batch = lambda adapt: [layer and tuple(map(adapt, layer))  # pylint: disable=g-long-lambda
-                               for layer in plans]
-    return tf.cond(
-        tf.shape(z)[0] == 1,
-        lambda: inverse(tf.identity(z),
-                        for_batch(lambda plan: plan.for_one_image())),
-        lambda: inverse(tf.identity(z),
-                        for_batch(lambda plan: plan.for_any_batch())))
-
-  def _decoding_plans(self):
-    """Per step, the `InversePlan`s its convolution inverts with, unchecked:
-    the cached ones while every layer's weights equal theirs, else ones
-    made from the current weights. So the whole flow compares its weights
-    once, where each layer's own check (a `tf.cond` per layer) cost 1.3-2.5
-    ms when sampling one image from the default-size model; the plans made
-    afresh are one function call, left out of line (`_noinline`) so that
-    while the cached ones hold it costs nothing either."""
-    planned = [step.conv for step in self.steps if step.conv.has_plans]
     if not planned:
-      return None
+      return inverse(z, None)
     cached = [conv.plans() for conv in planned]
+    if tf.executing_eagerly():
+      return self._invert(inverse, z, self._step_plans(cached))
+    # One trace of the inverse for both calls (per plan structure).
+    inverse = tf.function(inverse, autograph=False)
     flat = lambda tensors: tf.concat([tf.reshape(t, [-1]) for t in tensors],  # pylint: disable=g-long-lambda
                                      axis=0)
     current = tf.reduce_all(tf.equal(
-        flat([p for layer in cached for plan in layer for p in plan.parameters]),
+        flat([p for layer in cached for plan in layer
+              for p in plan.in_graph().parameters]),
         flat([w for conv in planned for w in conv.plan_weights()])))
-    # The tensors of each plan past its parameters (rows, and one_image
-    # where the plan has one).
-    matrices = lambda plans: [[tuple(m for m in plan[1:] if m is not None)  # pylint: disable=g-long-lambda
-                               for plan in layer] for layer in plans]
-    made = tf.function(
-        lambda: matrices([conv.plans_of_weights() for conv in planned]),
-        autograph=False, experimental_attributes={'_noinline': True})
-    chosen = iter(zip(cached, tf.cond(current, lambda: matrices(cached),
-                                      made)))
-    plans = []
-    for step in self.steps:
-      if not step.conv.has_plans:
-        plans.append(False)
-        continue
-      layer, layer_matrices = next(chosen)
-      plans.append(tuple(
-          plan._replace(**dict(zip(('rows', 'one_image'), made)))
-          for plan, made in zip(layer, layer_matrices)))
-    return plans
+    x = self._invert(inverse, z, self._step_plans(cached))
+    # Plans made afresh: one function call, left out of line (`_noinline`)
+    # so that while the cached ones hold it costs nothing.
+    made = tf.function(lambda: [conv.plans_of_weights() for conv in planned],
+                       autograph=False,
+                       experimental_attributes={'_noinline': True})
+    return tf.cond(
+        current, lambda: tf.identity(x),
+        lambda: self._invert(inverse, z, self._step_plans(made())))
+
+  def _step_plans(self, plans):
+    """`plans` of the planned convolutions, spread over the steps: `False`
+    for a step whose convolution has none."""
+    plans = iter(plans)
+    return [next(plans) if step.conv.has_plans else False
+            for step in self.steps]
+
+  def _invert(self, inverse, z, plans):
+    """`inverse(z, plans)`, for `plans` of each step (see `_decode`), as
+    tensors of the graph (`InversePlan.in_graph`), only those the batch
+    size needs. A batch of unknown size (a served function's) takes one
+    `tf.cond` on it: one image is inverted with the plans for one image,
+    whose layers invert it in one convolution each where they can
+    (`InversePlan.one_image`), as in a function traced for one image; the
+    inverse is traced twice."""
+    adapted = lambda adapt: [layer and tuple(  # pylint: disable=g-long-lambda
+        adapt(plan).in_graph() for plan in layer) for layer in plans]
+    one_image = lambda plan: plan.for_one_image()  # pylint: disable=g-long-lambda
+    any_batch = lambda plan: plan.for_any_batch()  # pylint: disable=g-long-lambda
+    if z.shape[0] is not None:
+      return inverse(z, adapted(one_image if z.shape[0] == 1 else any_batch))
+    if not any(plan.one_image is not None
+               for layer in plans if layer for plan in layer):
+      return inverse(z, adapted(any_batch))
+    # The plans say which branch is which, not a batch pinned to 1 in the
+    # first: with a `tf.ensure_shape` or a reshape to `[1, ...]` there, TF
+    # 2.21's graph optimizer ran that branch for a batch of 3, which failed.
+    return tf.cond(tf.shape(z)[0] == 1,
+                   lambda: inverse(z, adapted(one_image)),
+                   lambda: inverse(z, adapted(any_batch)))
 
   @_as_written
   def sample(self, n, temperature=1.0, seed=None, labels=None):
