@@ -197,24 +197,6 @@ class InvertibleConvLayer(keras.layers.Layer):
         self._plan_cache.plans = self.plans_of_weights()
       return self._plan_cache.plans
 
-  def plan_variables(self):
-    """The plan of the current weights as `tf.Variable`s (kept as this
-    layer's plan from now on), so that a SavedModel saves it with the
-    weights rather than in its graph; `[]` for a layer without a plan."""
-    if not self.has_plans:
-      return []
-    plans = self.plans()
-    if not isinstance(plans[0].rows, tf.Variable):
-      hold = lambda value: tf.Variable(value, trainable=False)  # pylint: disable=g-long-lambda
-      plans = tuple(triangular_conv.InversePlan(
-          tuple(map(hold, plan.parameters)), hold(plan.rows),
-          None if plan.one_image is None else hold(plan.one_image))
-                    for plan in plans)
-      self._plan_cache.plans = plans
-    return [variable for plan in plans
-            for variable in (*plan.parameters, plan.rows, plan.one_image)
-            if variable is not None]
-
 
 class CouplingLayer(keras.layers.Layer):
   """Networks of a `QuadCoupling` or an `AffineCoupling`, each seeded by a

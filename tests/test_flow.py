@@ -68,6 +68,17 @@ def test_traced_decode_stays_exact_after_the_weights_change(conv, jit):
   np.testing.assert_allclose(decode(model.encode(x)), x, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize('batch', [1, None])
+def test_traced_decode_holds_the_plans_as_constants(batch):
+  # A tensor a traced function captures costs it at every call: the plans
+  # are constants of its graph, so it captures the weights only.
+  model = tiny_flow()
+  decode = tf.function(model.decode).get_concrete_function(
+      tf.TensorSpec([batch, model.num_dims], tf.float64))
+  assert decode.captured_inputs
+  assert all(t.dtype == tf.resource for t in decode.captured_inputs)
+
+
 def _conds(function, *args):
   """The `tf.cond`s in the graph of `function` traced on `args`."""
   graph = tf.function(function).get_concrete_function(*args).graph

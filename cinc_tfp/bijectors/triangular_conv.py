@@ -350,21 +350,16 @@ class InversePlan(typing.NamedTuple):
     return self._replace(one_image=None)
 
   def in_graph(self):
-    """The plan as tensors of the graph being built (itself, eagerly): its
-    values as constants of the graph (a captured tensor costs a function
-    more per call), its variables (a served model's) read."""
+    """The plan as tensors of the graph being built: its values (eager
+    tensors) as constants of the graph, for a captured tensor costs a
+    function more per call (itself, eagerly)."""
     if tf.executing_eagerly():
       return self
-
-    def tensor(value):
-      if value is None:
-        return None
-      if isinstance(value, tf.__internal__.EagerTensor):
-        return tf.constant(value.numpy())
-      return tf.convert_to_tensor(value)
-
-    return InversePlan(tuple(map(tensor, self.parameters)), tensor(self.rows),
-                       tensor(self.one_image))
+    constant = lambda value: (  # pylint: disable=g-long-lambda
+        tf.constant(value.numpy())
+        if isinstance(value, tf.__internal__.EagerTensor) else value)
+    return InversePlan(tuple(map(constant, self.parameters)),
+                       constant(self.rows), constant(self.one_image))
 
   def one_image_fits(self, image_shape):
     """Whether its `one_image` inverts images of `image_shape`."""
