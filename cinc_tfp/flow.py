@@ -341,12 +341,13 @@ class CIncFlow(keras.Model):
   def _decode(self, z, labels):
     """The inverse, by the convolutions' cached `InversePlan`s while they
     hold. Eagerly, `InvertibleConvLayer.plans` has just made them current.
-    In a graph they are those of the weights at trace time (or the served
-    model's variables): the flow is inverted with them while, beside that
-    inverse rather than before it, the weights of all layers are compared
-    with theirs at once; only where some differ is the flow inverted again,
-    with plans made from the weights' values. Before the comparison gated
-    the plans, and cost 4-8% of sampling one image (README)."""
+    In a graph they are those of the weights at trace time, as constants
+    (`InversePlan.in_graph`; a SavedModel's too): the flow is inverted with
+    them while, beside that inverse rather than before it, the weights of
+    all layers are compared with theirs at once; only where some differ is
+    the flow inverted again, with plans made from the weights' values.
+    (When the comparison chose the plans, before the inverse, sampling one
+    image took 4-8% longer: README.)"""
     planned = [step.conv for step in self.steps if step.conv.has_plans]
     inverse = lambda z, plans: self._bijector(labels=labels,  # pylint: disable=g-long-lambda
                                               plans=plans).inverse(z)
@@ -390,8 +391,8 @@ class CIncFlow(keras.Model):
     inverse is traced twice."""
     adapted = lambda adapt: [layer and tuple(  # pylint: disable=g-long-lambda
         adapt(plan).in_graph() for plan in layer) for layer in plans]
-    one_image = lambda plan: plan.for_one_image()  # pylint: disable=g-long-lambda
-    any_batch = lambda plan: plan.for_any_batch()  # pylint: disable=g-long-lambda
+    one_image = lambda plan: plan.for_one_image()
+    any_batch = lambda plan: plan.for_any_batch()
     if z.shape[0] is not None:
       return inverse(z, adapted(one_image if z.shape[0] == 1 else any_batch))
     if not any(plan.one_image is not None

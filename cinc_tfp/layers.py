@@ -15,8 +15,6 @@ from cinc_tfp import bijectors
 from cinc_tfp import config
 from cinc_tfp import nets
 from cinc_tfp.bijectors import init
-from cinc_tfp.bijectors import triangular_conv
-
 
 
 def _value(weight):
