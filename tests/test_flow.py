@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import cinc_tfp
 from cinc_tfp import data
+from cinc_tfp import flow
 from tests import bijector_checks
 from tests import flow_checks
 
@@ -94,6 +95,34 @@ def test_decode_checks_the_plans_of_all_layers_at_once(batch):
                                     width=4, conv=conv).decode, z)
            for depth in (1, 2) for conv in ('cinc', 'emerging')]
   assert conds == [1 if batch else 2] * 4
+
+
+@pytest.mark.parametrize('conv', ['cinc', '1x1'])
+def test_a_batch_in_split_batches_is_decoded_as_two_halves_of_one_trace(conv):
+  # 9 images (halves of 4 and 5): two calls of one traced inverse, each half
+  # with its own labels; as exact as the eager decode, which does not split.
+  assert 9 in flow.SPLIT_BATCHES and 4 not in flow.SPLIT_BATCHES
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=2, width=8,
+                            conv=conv, num_classes=3, dtype='float64')
+  labels = tf.constant([0, 1, 2, 2, 1, 0, 0, 1, 2])
+  x = tf.random.stateless_uniform((9,) + IMAGE_SHAPE, [5, 6], -0.5, 0.5,
+                                  dtype=tf.float64)
+  model.initialize(x)
+  z = model.encode(x, labels)
+  for batch in (9, 4, None):
+    decode = tf.function(model.decode).get_concrete_function(
+        tf.TensorSpec([batch, model.num_dims], tf.float64),
+        tf.TensorSpec([batch], tf.int32))
+    calls = [op.get_attr('f').name for op in decode.graph.get_operations()
+             if op.type in ('PartitionedCall', 'StatefulPartitionedCall')]
+    if batch is not None:
+      assert len(calls) == (2 if batch == 9 else 1) and len(set(calls)) == 1
+    for count in ((9, 4) if batch is None else (batch,)):
+      np.testing.assert_allclose(decode(z[:count], labels[:count]),
+                                 x[:count], rtol=1e-9, atol=1e-9)
+      np.testing.assert_allclose(decode(z[:count], labels[:count]),
+                                 model.decode(z[:count], labels[:count]),
+                                 rtol=1e-12, atol=1e-12)
 
 
 def test_sampling_is_reproducible_and_temperature_scales_the_latent():

@@ -105,24 +105,6 @@ def test_row_solver_matches_raster_reference(kernel_size, corner, dtype,
                              reference[:1], **tolerance)
 
 
-@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
-@pytest.mark.parametrize('corner', triangular_conv.CORNERS)
-def test_a_batch_solved_as_two_halves_matches_the_raster_reference(corner,
-                                                                  dtype):
-  # 9 images: halves of 4 and 5 (`SPLIT_BATCHES`), also with a plan.
-  assert 9 in triangular_conv.SPLIT_BATCHES
-  rng = np.random.default_rng(9)
-  kernel = _random_kernel(rng, 3, 3, corner, dtype)
-  y = tf.constant(rng.normal(size=[9, 5, 6, 3]), dtype)
-  reference = triangular_conv.solve_raster(y, kernel, corner)
-  tolerance = bijector_checks.TOLERANCE[dtype]
-  np.testing.assert_allclose(triangular_conv.solve_rows(y, kernel, corner),
-                             reference, **tolerance)
-  plan = triangular_conv.inverse_plan(kernel, 6, corner)
-  np.testing.assert_allclose(_solve_with_plan(y, kernel, corner, plan),
-                             reference, **tolerance)
-
-
 def _solve_with_plan(y, kernel, corner, plan):
   """`solve_with_plan` keyed on the kernel itself."""
   return triangular_conv.solve_with_plan(y, plan, [kernel], lambda k: k,

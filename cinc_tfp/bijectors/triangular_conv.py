@@ -42,12 +42,6 @@ CORNERS = ('top_left', 'top_right', 'bottom_left', 'bottom_right')
 # 8x8 and below, level at 16x16x12 alone but faster in a flow's sampling,
 # far slower at 32x32x3 (its arithmetic grows as (H W)^2; README).
 ONE_CONV_MAX_PIXELS = 256
-# A batch of a size in this range is solved by rows as two halves, two
-# independent chains of small matmuls that a CPU's cores run side by side
-# (on 2 cores, per layer: 15-35% faster at batch 8-32; at 4 slower; at 100
-# level alone but slower in a flow's sampling). Not with a GPU, whose one
-# stream would only run twice the ops.
-SPLIT_BATCHES = range(8, 33)
 
 
 def check_corner(corner):
@@ -277,19 +271,7 @@ def _solve_by_plan(y, plan, corner):
 
 
 def _solve_by_rows(y, matrices, corner):
-  """The row recursion of `solve_rows` with its `[k, W*C, W*C]` matrices; a
-  batch of a known size in `SPLIT_BATCHES`, on a machine without a GPU, as
-  two halves."""
-  batch = y.shape[0]
-  if batch in SPLIT_BATCHES and not tf.config.list_logical_devices('GPU'):
-    return tf.concat([_solve_chain(half, matrices, corner)
-                      for half in tf.split(y, [batch // 2, batch - batch // 2])],
-                     axis=0)
-  return _solve_chain(y, matrices, corner)
-
-
-def _solve_chain(y, matrices, corner):
-  """The row recursion of `_solve_by_rows`, one matmul per row and matrix.
+  """The row recursion of `solve_rows` with its `[k, W*C, W*C]` matrices.
 
   A batch of one image (known when traced, or found when it runs) is solved
   with a zero image appended: TensorFlow's CPU matmul multiplies a
