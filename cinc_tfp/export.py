@@ -77,7 +77,7 @@ class _Serving(tf.Module):
   inverse plans of the weights at export are constants of the served
   `decode` (see `CIncFlow._decode`): as variables, the served `sample` of
   one image took 1.17-1.22x the in-memory model's time, as constants
-  1.03-1.09x, at twice the size of `saved_model.pb` (README).
+  1.03-1.09x, at twice the size of `saved_model.pb` (docs/performance.md).
   """
 
   def __init__(self, model):

@@ -28,9 +28,10 @@ _as_written = tf.autograph.experimental.do_not_convert
 # A batch of a size in this range is inverted (decoded, sampled) in a graph as
 # two halves side by side: two independent chains of ops, which TensorFlow
 # runs on a CPU's cores at once where one chain's small ops left a core
-# idle. On 2 cores, sampling was 2-5% faster for CInC + affine and for Glow
-# alike from 8 to 100 images; mixed at 4, level at 256 (README). Not with a
-# GPU, whose one stream would only run twice the ops.
+# idle. On 2 cores, sampling was a few percent faster (up to 13%) for CInC +
+# affine and for Glow alike from 8 to 100 images; mixed at 4, level at 256
+# (docs/performance.md). Not with a GPU, whose one stream would only run
+# twice the ops.
 SPLIT_BATCHES = range(8, 101)
 
 
@@ -355,7 +356,7 @@ class CIncFlow(keras.Model):
     all layers are compared with theirs at once; only where some differ is
     the flow inverted again, with plans made from the weights' values.
     (When the comparison chose the plans, before the inverse, sampling one
-    image took 4-8% longer: README.)"""
+    image took 4-8% longer: docs/performance.md.)"""
     planned = [step.conv for step in self.steps if step.conv.has_plans]
     inverse = lambda z, labels, plans: self._bijector(  # pylint: disable=g-long-lambda
         labels=labels, plans=plans).inverse(z)

@@ -40,7 +40,8 @@ CORNERS = ('top_left', 'top_right', 'bottom_left', 'bottom_right')
 # One image of at most this many pixels is inverted by one convolution with
 # the inverse's kernel (`inverse_kernel`) rather than row by row: faster at
 # 8x8 and below, level at 16x16x12 alone but faster in a flow's sampling,
-# far slower at 32x32x3 (its arithmetic grows as (H W)^2; README).
+# far slower at 32x32x3 (its arithmetic grows as (H W)^2;
+# docs/performance.md).
 ONE_CONV_MAX_PIXELS = 256
 
 
