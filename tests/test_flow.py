@@ -97,7 +97,7 @@ def test_decode_checks_the_plans_of_all_layers_at_once(batch):
   assert conds == [1 if batch else 2] * 4
 
 
-@pytest.mark.parametrize('conv', ['cinc', '1x1'])
+@pytest.mark.parametrize('conv', ['cinc', 'emerging', '1x1'])
 def test_a_batch_in_split_batches_is_decoded_as_two_halves_of_one_trace(conv):
   # 9 images (halves of 4 and 5): two calls of one traced inverse, each half
   # with its own labels; as exact as the eager decode, which does not split.
