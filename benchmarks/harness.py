@@ -36,6 +36,18 @@ def median_ms(calls, counts):
   return {name: statistics.median(values) for name, values in times.items()}
 
 
+def times_ms(call, count):
+  """The times in ms of `count` calls of the zero-argument `call`, after one
+  warm-up call."""
+  _wait(call())
+  times = []
+  for _ in range(count):
+    start = time.perf_counter()
+    _wait(call())
+    times.append(1e3 * (time.perf_counter() - start))
+  return times
+
+
 def _wait(result):
   """Fetches a tensor (waiting for it); NumPy results are there already."""
   return result.numpy() if hasattr(result, 'numpy') else result

@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -196,35 +197,34 @@ def time_models(image_shape, levels, depth, width, num_samples, batch_size,
                  ms[name, 'train']) for name, _, _, _ in rows}
 
 
-# Times a SavedModel's `sample` and `decode` in a fresh process that imports
-# TensorFlow only, on the CPU; prints {count: {call: ms}} and the modules of
-# this package or TFP that loading it brought in, as JSON.
+# Serves timings of a SavedModel's `sample` and `decode` from a fresh process
+# that imports TensorFlow only, on the CPU: for each request line
+# `[count, call, repeats]` on stdin, one warm-up call, then a line with the
+# `repeats` times in ms (JSON). At the end of its input, the modules of this
+# package or TFP that loading it brought in.
 _SERVED_TIMING = """
-import json, statistics, sys, time
+import json, sys, time
 import tensorflow as tf
-path, counts, repeats = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
-served = tf.saved_model.load(path)
+served = tf.saved_model.load(sys.argv[1])
 dims = int(tf.reduce_prod(served.image_shape))
-result = {}
-for n in counts:
-  z = tf.random.stateless_normal([n, dims], [0, 3])
-  calls = {
-      'sample': lambda: served.sample(tf.constant(n), tf.constant(1.0),
-                                      tf.constant([0, 2]))['images'].numpy(),
-      'decode': lambda: served.decode(z)['images'].numpy(),
-  }
-  times = {name: [] for name in calls}
-  for call in calls.values():
-    call()
+print('[]', flush=True)
+for line in sys.stdin:
+  count, name, repeats = json.loads(line)
+  if name == 'sample':
+    call = lambda: served.sample(tf.constant(count), tf.constant(1.0),
+                                 tf.constant([0, 2]))['images'].numpy()
+  else:
+    z = tf.random.stateless_normal([count, dims], [0, 3])
+    call = lambda: served.decode(z)['images'].numpy()
+  call()
+  times = []
   for _ in range(repeats):
-    for name, call in calls.items():
-      start = time.perf_counter()
-      call()
-      times[name].append(1e3 * (time.perf_counter() - start))
-  result[n] = {name: statistics.median(t) for name, t in times.items()}
-modules = sorted({m.split('.')[0] for m in sys.modules} &
-                 {'cinc_tfp', 'tensorflow_probability'})
-print(json.dumps({'ms': result, 'modules': modules}))
+    start = time.perf_counter()
+    call()
+    times.append(1e3 * (time.perf_counter() - start))
+  print(json.dumps(times), flush=True)
+print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} &
+                        {'cinc_tfp', 'tensorflow_probability'})), flush=True)
 """
 
 
@@ -236,12 +236,18 @@ def _traced_sample(model, count):
 
 
 def time_served(image_shape, levels, depth, width, conv, coupling, counts,
-                repeats, seed=0):
-  """(`{count: {call: (in-memory ms, SavedModel ms)}}`, modules): `sample`
-  and `decode` of a `CIncFlow` in this process (traced with the batch size
-  fixed) and of its SavedModel, loaded in a fresh process that imports only
-  TensorFlow and sees no GPU (the modules of this package or TFP it loaded
-  are returned: none is expected)."""
+                repeats, rounds=3, seed=0):
+  """(`{count: {call: (in-memory ms, SavedModel ms, ratio)}}`, modules):
+  `sample` and `decode` of a `CIncFlow` in this process (traced with the
+  batch size fixed) and of its SavedModel, loaded in a fresh process that
+  imports only TensorFlow and sees no GPU (the modules of this package or
+  TFP it loaded are returned: none is expected).
+
+  The two processes take turns, `repeats` calls of one call each time, for
+  `rounds` rounds, so that a change of the machine's speed hits both alike:
+  the times are medians of all calls, the ratio the median of the rounds'
+  ratios (served / in memory) of their medians.
+  """
   model = flow.CIncFlow(image_shape, levels=levels, depth=depth, width=width,
                         conv=conv, coupling=coupling)
   model.initialize(tf.random.stateless_uniform(
@@ -249,30 +255,59 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
   in_memory = {}
   for count in counts:
     z = tf.random.stateless_normal([count, model.num_dims], [seed, 3])
-    sample = _traced_sample(model, count)
     decode = tf.function(model.decode)
-    in_memory[count] = harness.median_ms(
-        {'sample': sample, 'decode': functools.partial(decode, z)},
-        {'sample': repeats, 'decode': repeats})
+    in_memory[count] = {'sample': _traced_sample(model, count),
+                        'decode': functools.partial(decode, z)}
+  times = {(count, call, where): [] for count in counts
+           for call in ('sample', 'decode') for where in ('memory', 'served')}
+  ratios = {(count, call): [] for count in counts
+            for call in ('sample', 'decode')}
   with tempfile.TemporaryDirectory() as directory:
     path = os.path.join(directory, 'saved_model')
     export.save(model, path)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2')
-    child = subprocess.run(
-        [sys.executable, '-c', _SERVED_TIMING, path, json.dumps(list(counts)),
-         str(repeats)], env=env, capture_output=True, text=True, check=True)
-  served = json.loads(child.stdout.strip().splitlines()[-1])
-  return ({count: {call: (in_memory[count][call],
-                          served['ms'][str(count)][call])
+    with open(os.path.join(directory, 'stderr'), 'w+') as errors, \
+        subprocess.Popen([sys.executable, '-c', _SERVED_TIMING, path],
+                         env=env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=errors,
+                         text=True) as child:
+
+      def reply():
+        line = child.stdout.readline()
+        if not line:
+          errors.seek(0)
+          raise RuntimeError('The SavedModel timing process failed:\n' +
+                             errors.read()[-3000:])
+        return json.loads(line)
+
+      reply()  # Loaded.
+      for _ in range(rounds):
+        for count in counts:
+          for call in ('sample', 'decode'):
+            memory = harness.times_ms(in_memory[count][call], repeats)
+            child.stdin.write(json.dumps([count, call, repeats]) + '\n')
+            child.stdin.flush()
+            loaded = reply()
+            times[count, call, 'memory'] += memory
+            times[count, call, 'served'] += loaded
+            ratios[count, call].append(
+                statistics.median(loaded) / statistics.median(memory))
+      child.stdin.close()
+      modules = reply()
+  return ({count: {call: (statistics.median(times[count, call, 'memory']),
+                          statistics.median(times[count, call, 'served']),
+                          statistics.median(ratios[count, call]))
                    for call in ('sample', 'decode')} for count in counts},
-          served['modules'])
+          modules)
 
 
 def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
-               counts=(1, 16, 100), repeats=9, models=('CInC+affine',)):
+               counts=(1, 16, 100), repeats=9, models=('CInC+affine',),
+               rounds=3):
   """The SavedModel table: for each row of `MODELS` named in `models` (a
   `CIncFlow`) and each batch size, `sample` and `decode` in memory and from
-  the SavedModel in a fresh TensorFlow-only process, with their ratio."""
+  the SavedModel in a fresh TensorFlow-only process, with their ratio (see
+  `time_served`)."""
   rows = [['model', 'batch', 'sample ms', 'served sample ms', 'ratio',
            'decode ms', 'served decode ms', 'ratio']]
   notes = []
@@ -282,17 +317,18 @@ def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
     if conv is None or row_width is not None:
       raise ValueError(f'{name!r} is not a CIncFlow at the given width.')
     ms, modules = time_served(image_shape, levels, depth, width, conv,
-                              coupling, counts, repeats)
+                              coupling, counts, repeats, rounds)
     if modules:
       notes.append(f'{name}: loading the SavedModel imported {modules}.')
     for count, calls in ms.items():
       cells = [name, str(count)]
-      for memory, served in calls.values():
-        cells += [f'{memory:.1f}', f'{served:.1f}', f'{served / memory:.2f}x']
+      for memory, served, ratio in calls.values():
+        cells += [f'{memory:.1f}', f'{served:.1f}', f'{ratio:.2f}x']
       rows.append(cells)
   header = ('SavedModel (fresh process, TensorFlow only, CPU) against the '
-            f'model in memory | L{levels} D{depth} w{width} | median of '
-            f'{repeats}; the two processes are timed one after the other')
+            f'model in memory | L{levels} D{depth} w{width} | the two '
+            f'processes take turns, {repeats} calls each, {rounds} rounds; '
+            'medians of all calls, ratio the median of the rounds\'')
   return '\n\n'.join([header, harness.markdown(rows)] + notes)
 
 

@@ -399,8 +399,9 @@ class CIncFlow(keras.Model):
     (`InversePlan.one_image`). In a graph without a GPU, a batch of a size in
     `SPLIT_BATCHES` is inverted as two halves side by side (`_in_halves`). A
     batch of unknown size (a served function's) chooses among these in
-    `tf.cond`s on its size; the inverse is traced once for one image and
-    once for any other batch."""
+    `tf.cond`s on its size, whose branches for two images or more are calls
+    left out of line (`_out_of_line`); the inverse is traced once for one
+    image and once for any other batch."""
     adapted = lambda adapt: [layer and tuple(  # pylint: disable=g-long-lambda
         adapt(plan).in_graph() for plan in layer) for layer in plans]
     one_image = lambda: inverse(  # pylint: disable=g-long-lambda
@@ -419,7 +420,7 @@ class CIncFlow(keras.Model):
       size = tf.shape(z)[0]
       return tf.cond(
           (size >= SPLIT_BATCHES.start) & (size < SPLIT_BATCHES.stop),
-          halves, whole)
+          _out_of_line(halves), _out_of_line(whole))
 
     if batch == 1:
       return one_image()
@@ -430,7 +431,7 @@ class CIncFlow(keras.Model):
     # The plans say which branch is which, not a batch pinned to 1 in the
     # first: with a `tf.ensure_shape` or a reshape to `[1, ...]` there, TF
     # 2.21's graph optimizer ran that branch for a batch of 3, which failed.
-    return tf.cond(tf.shape(z)[0] == 1, one_image, several)
+    return tf.cond(tf.shape(z)[0] == 1, one_image, _out_of_line(several))
 
   @_as_written
   def sample(self, n, temperature=1.0, seed=None, labels=None):
@@ -551,6 +552,14 @@ class CIncFlow(keras.Model):
     self.accuracy_tracker.update_state(tf.cast(correct, self.compute_dtype))
     return {'bits_per_dim': _log(self.bits_per_dim_tracker.result()),
             'accuracy': _log(self.accuracy_tracker.result())}
+
+
+def _out_of_line(branch):
+  """`branch` of a `tf.cond` as one function call that TensorFlow does not
+  inline: the branch not taken is then one node, not a whole inverse that
+  the executor walks as dead ops."""
+  return tf.function(branch, autograph=False,
+                     experimental_attributes={'_noinline': True})
 
 
 def _in_halves(inverse, z, labels, plans):

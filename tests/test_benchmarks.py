@@ -183,6 +183,13 @@ def test_served_report_times_the_saved_model_in_a_tensorflow_only_process():
   assert 'imported' not in report
 
 
+def test_served_timing_reports_its_process_failure(monkeypatch):
+  monkeypatch.setattr(models, '_SERVED_TIMING',
+                      'raise SystemExit("no SavedModel to serve")')
+  with pytest.raises(RuntimeError, match='no SavedModel to serve'):
+    models.time_served((8, 8, 3), 2, 1, 8, 'cinc', 'affine', (1,), 1, 1)
+
+
 def test_memory_report_has_every_row_and_ratio():
   progress = []
   report = memory.run_memory(depths=(1,), couplings=('affine',),
