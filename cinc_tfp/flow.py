@@ -377,9 +377,7 @@ class CIncFlow(keras.Model):
         flat([w for conv in planned for w in conv.plan_weights()])))
     # Plans made afresh: one function call, left out of line (`_noinline`)
     # so that while the cached ones hold it costs nothing.
-    made = tf.function(lambda: [conv.plans_of_weights() for conv in planned],
-                       autograph=False,
-                       experimental_attributes={'_noinline': True})
+    made = _out_of_line(lambda: [conv.plans_of_weights() for conv in planned])
     return tf.cond(
         current, lambda: tf.identity(x),
         lambda: self._invert(inverse, z, labels, self._step_plans(made())))
@@ -411,12 +409,11 @@ class CIncFlow(keras.Model):
     def several():
       any_batch = adapted(lambda plan: plan.for_any_batch())
       whole = lambda: inverse(z, labels, any_batch)
-      if (tf.executing_eagerly() or tf.config.list_logical_devices('GPU') or
-          batch not in SPLIT_BATCHES and batch is not None):
-        return whole()
       halves = lambda: _in_halves(inverse, z, labels, any_batch)
+      if tf.executing_eagerly() or tf.config.list_logical_devices('GPU'):
+        return whole()
       if batch is not None:
-        return halves()
+        return halves() if batch in SPLIT_BATCHES else whole()
       size = tf.shape(z)[0]
       return tf.cond(
           (size >= SPLIT_BATCHES.start) & (size < SPLIT_BATCHES.stop),
@@ -554,11 +551,11 @@ class CIncFlow(keras.Model):
             'accuracy': _log(self.accuracy_tracker.result())}
 
 
-def _out_of_line(branch):
-  """`branch` of a `tf.cond` as one function call that TensorFlow does not
-  inline: the branch not taken is then one node, not a whole inverse that
-  the executor walks as dead ops."""
-  return tf.function(branch, autograph=False,
+def _out_of_line(function):
+  """`function` (of no arguments) as one function call that TensorFlow does
+  not inline: as a branch of a `tf.cond` not taken, one node, not a whole
+  inverse that the executor walks as dead ops."""
+  return tf.function(function, autograph=False,
                      experimental_attributes={'_noinline': True})
 
 
