@@ -397,12 +397,12 @@ class CIncFlow(keras.Model):
     (`InversePlan.one_image`). In a graph without a GPU, a batch of a size in
     `SPLIT_BATCHES` is inverted as two halves side by side (`_in_halves`). A
     batch of unknown size (a served function's) chooses among these in
-    `tf.cond`s on its size, whose branches for two images or more are calls
-    left out of line (`_out_of_line`); the inverse is traced once for one
-    image and once for any other batch."""
+    `tf.cond`s on its size, whose branches are calls left out of line
+    (`_out_of_line`); the inverse is traced once for one image and once for
+    any other batch."""
     adapted = lambda adapt: [layer and tuple(  # pylint: disable=g-long-lambda
         adapt(plan).in_graph() for plan in layer) for layer in plans]
-    one_image = lambda: inverse(  # pylint: disable=g-long-lambda
+    one_image = lambda z, labels: inverse(  # pylint: disable=g-long-lambda
         z, labels, adapted(lambda plan: plan.for_one_image()))
     batch = z.shape[0]
 
@@ -420,15 +420,23 @@ class CIncFlow(keras.Model):
           _out_of_line(halves), _out_of_line(whole))
 
     if batch == 1:
-      return one_image()
-    if batch is not None or not any(
-        plan.one_image is not None
-        for layer in plans if layer for plan in layer):
+      return one_image(z, labels)
+    if batch is not None:
       return several()
-    # The plans say which branch is which, not a batch pinned to 1 in the
-    # first: with a `tf.ensure_shape` or a reshape to `[1, ...]` there, TF
-    # 2.21's graph optimizer ran that branch for a batch of 3, which failed.
-    return tf.cond(tf.shape(z)[0] == 1, one_image, _out_of_line(several))
+
+    def pinned():
+      # Inside its own call the batch is pinned to one image, so that its
+      # inverse is traced with every shape known: served `decode` of one
+      # image took 0.95-0.98x the time it took with the batch left unknown
+      # (docs/performance.md). Inlined in the `tf.cond`, such a pin made TF
+      # 2.21's graph optimizer run this branch for a batch of 3, which
+      # failed.
+      per_image = labels is not None and labels.shape.rank == 1
+      return one_image(tf.reshape(z, [1, z.shape[1]]),
+                       tf.reshape(labels, [1]) if per_image else labels)
+
+    return tf.cond(tf.shape(z)[0] == 1, _out_of_line(pinned),
+                   _out_of_line(several))
 
   @_as_written
   def sample(self, n, temperature=1.0, seed=None, labels=None):
