@@ -237,7 +237,7 @@ def _traced_sample(model, count):
 
 def time_served(image_shape, levels, depth, width, conv, coupling, counts,
                 repeats, rounds=3, seed=0):
-  """(`{count: {call: (in-memory ms, SavedModel ms, ratio)}}`, modules):
+  """(`{count: {call: (in-memory ms, SavedModel ms, ratios)}}`, modules):
   `sample` and `decode` of a `CIncFlow` in this process (traced with the
   batch size fixed) and of its SavedModel, loaded in a fresh process that
   imports only TensorFlow and sees no GPU (the modules of this package or
@@ -245,8 +245,8 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
 
   The two processes take turns, `repeats` calls of one call each time, for
   `rounds` rounds, so that a change of the machine's speed hits both alike:
-  the times are medians of all calls, the ratio the median of the rounds'
-  ratios (served / in memory) of their medians.
+  the times are medians of all calls, the ratios (served / in memory) those
+  of each round's medians, sorted.
   """
   model = flow.CIncFlow(image_shape, levels=levels, depth=depth, width=width,
                         conv=conv, coupling=coupling)
@@ -296,14 +296,14 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
       modules = reply()
   return ({count: {call: (statistics.median(times[count, call, 'memory']),
                           statistics.median(times[count, call, 'served']),
-                          statistics.median(ratios[count, call]))
+                          sorted(ratios[count, call]))
                    for call in ('sample', 'decode')} for count in counts},
           modules)
 
 
 def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
                counts=(1, 16, 100), repeats=9, models=('CInC+affine',),
-               rounds=3):
+               rounds=7):
   """The SavedModel table: for each row of `MODELS` named in `models` (a
   `CIncFlow`) and each batch size, `sample` and `decode` in memory and from
   the SavedModel in a fresh TensorFlow-only process, with their ratio (see
@@ -322,13 +322,16 @@ def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
       notes.append(f'{name}: loading the SavedModel imported {modules}.')
     for count, calls in ms.items():
       cells = [name, str(count)]
-      for memory, served, ratio in calls.values():
-        cells += [f'{memory:.1f}', f'{served:.1f}', f'{ratio:.2f}x']
+      for memory, served, ratios in calls.values():
+        cells += [f'{memory:.1f}', f'{served:.1f}',
+                  f'{statistics.median(ratios):.2f}x '
+                  f'({ratios[0]:.2f}-{ratios[-1]:.2f})']
       rows.append(cells)
   header = ('SavedModel (fresh process, TensorFlow only, CPU) against the '
             f'model in memory | L{levels} D{depth} w{width} | the two '
             f'processes take turns, {repeats} calls each, {rounds} rounds; '
-            'medians of all calls, ratio the median of the rounds\'')
+            'medians of all calls; ratio: the median of the rounds\' '
+            '(their range), which shows how noisy the machine was')
   return '\n\n'.join([header, harness.markdown(rows)] + notes)
 
 
