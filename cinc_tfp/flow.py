@@ -375,12 +375,12 @@ class CIncFlow(keras.Model):
         flat([p for layer in cached if layer for plan in layer
               for p in plan.in_graph().parameters]),
         flat([w for conv in planned for w in conv.plan_weights()])))
-    # Plans made afresh: one function call, left out of line (`_noinline`)
-    # so that while the cached ones hold it costs nothing.
-    made = _out_of_line(lambda: [conv.plans_of_weights() for conv in planned])
-    return tf.cond(
-        current, lambda: tf.identity(x),
-        lambda: self._invert(inverse, z, labels, self._step_plans(made())))
+    # The inverse by plans made afresh: one function call, left out of line
+    # (`_noinline`) so that while the cached plans hold it costs nothing.
+    replanned = _out_of_line(lambda: self._invert(
+        inverse, z, labels,
+        self._step_plans([conv.plans_of_weights() for conv in planned])))
+    return tf.cond(current, lambda: tf.identity(x), replanned)
 
   def _step_plans(self, plans):
     """`plans` of the planned convolutions, spread over the steps: `False`
