@@ -236,7 +236,7 @@ def _traced_sample(model, count):
 
 
 def time_served(image_shape, levels, depth, width, conv, coupling, counts,
-                repeats, rounds=3, seed=0):
+                repeats, rounds=7, seed=0):
   """(`{count: {call: (in-memory ms, SavedModel ms, ratios)}}`, modules):
   `sample` and `decode` of a `CIncFlow` in this process (traced with the
   batch size fixed) and of its SavedModel, loaded in a fresh process that
