@@ -126,6 +126,32 @@ def test_a_batch_in_split_batches_is_decoded_as_two_halves_of_one_trace(conv):
                                  rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize('conv', ['cinc', '1x1'])
+def test_a_batch_of_unknown_size_is_inverted_with_one_image_pinned(conv,
+                                                                   monkeypatch):
+  # Traced for any batch size, decode traces the inverse twice: once for
+  # one image, with every shape known, and once for any other batch.
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=1, width=4,
+                            conv=conv, dtype='float64')
+  traced = []
+  build = model._bijector
+
+  class Recording:
+    """The flow's bijector, recording the shape each trace inverts."""
+
+    def __init__(self, *args, **kwargs):
+      self._bijector = build(*args, **kwargs)
+
+    def inverse(self, z):
+      traced.append(tuple(z.shape))
+      return self._bijector.inverse(z)
+
+  monkeypatch.setattr(model, '_bijector', Recording)
+  tf.function(model.decode).get_concrete_function(
+      tf.TensorSpec([None, model.num_dims], tf.float64))
+  assert sorted(traced, key=str) == [(1, 192), (None, 192)]
+
+
 def test_sampling_is_reproducible_and_temperature_scales_the_latent():
   model = tiny_flow()
   first = model.sample(3, seed=7)
