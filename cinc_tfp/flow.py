@@ -431,9 +431,7 @@ class CIncFlow(keras.Model):
       # (docs/performance.md). Inlined in the `tf.cond`, such a pin made TF
       # 2.21's graph optimizer run this branch for a batch of 3, which
       # failed.
-      per_image = labels is not None and labels.shape.rank == 1
-      return one_image(tf.reshape(z, [1, z.shape[1]]),
-                       tf.reshape(labels, [1]) if per_image else labels)
+      return one_image(_as_one_image(z), _as_one_image(labels))
 
     return tf.cond(tf.shape(z)[0] == 1, _out_of_line(pinned),
                    _out_of_line(several))
@@ -592,6 +590,18 @@ def _of_any_batch(tensor):
     return tensor
   return tf.raw_ops.PlaceholderWithDefault(
       input=tensor, shape=[None] + tensor.shape[1:])
+
+
+def _as_one_image(tensor):
+  """The first entry of a batch `tensor` (or None, or a scalar, as it is)
+  as a batch of one whose size the graph knows, for a batch of any size:
+  XLA compiles both branches of a `tf.cond` for the batch it is given, an
+  empty one too (whose entry is zeros)."""
+  if tensor is None or tensor.shape.rank == 0:
+    return tensor
+  shape = [1] + tensor.shape[1:]
+  padded = tf.concat([tensor[:1], tf.zeros(shape, tensor.dtype)], axis=0)
+  return tf.reshape(padded[:1], shape)
 
 
 def _batch_size(x):

@@ -152,6 +152,24 @@ def test_a_batch_of_unknown_size_is_inverted_with_one_image_pinned(conv,
   assert sorted(traced, key=str) == [(1, 192), (None, 192)]
 
 
+def test_a_decode_of_any_batch_size_compiles_under_xla_for_every_size():
+  # XLA compiles both branches of each batch-size `tf.cond` for the batch
+  # it is given: the one-image branch too, for an empty batch or for 3.
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=1, width=4,
+                            num_classes=3, dtype='float64')
+  x = tf.random.stateless_uniform((9,) + IMAGE_SHAPE, [5, 6], -0.5, 0.5,
+                                  dtype=tf.float64)
+  labels = tf.constant([0, 1, 2, 2, 1, 0, 0, 1, 2])
+  model.initialize(x)
+  z = model.encode(x, labels)
+  decode = tf.function(model.decode, jit_compile=True, input_signature=[
+      tf.TensorSpec([None, model.num_dims], tf.float64),
+      tf.TensorSpec([None], tf.int32)])
+  for count in (0, 1, 3, 9):
+    np.testing.assert_allclose(decode(z[:count], labels[:count]), x[:count],
+                               rtol=1e-9, atol=1e-9)
+
+
 def test_sampling_is_reproducible_and_temperature_scales_the_latent():
   model = tiny_flow()
   first = model.sample(3, seed=7)
