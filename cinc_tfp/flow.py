@@ -425,12 +425,11 @@ class CIncFlow(keras.Model):
       return several()
 
     def pinned():
-      # Inside its own call the batch is pinned to one image, so that its
-      # inverse is traced with every shape known: served `decode` of one
-      # image took 0.95-0.98x the time it took with the batch left unknown
-      # (docs/performance.md). Inlined in the `tf.cond`, such a pin made TF
-      # 2.21's graph optimizer run this branch for a batch of 3, which
-      # failed.
+      # The batch pinned to one image, so that its inverse is traced with
+      # every shape known: served `decode` of one image took 0.95-0.98x the
+      # time it took with the batch left unknown. Inline, this branch would
+      # be dead ops at every other batch size (what it gained at one image
+      # was lost at 16; docs/performance.md).
       return one_image(_as_one_image(z), _as_one_image(labels))
 
     return tf.cond(tf.shape(z)[0] == 1, _out_of_line(pinned),
