@@ -331,3 +331,9 @@ def test_conditional_saved_model_serves_in_a_tensorflow_only_process(
       timeout=180, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().endswith('served')
+
+
+def test_gpu_checks_serving_step_takes_a_conditional_export(conditional_run):
+  line = helpers.served_on_cpu(conditional_run[0] / 'saved_model')
+  assert line.startswith('SavedModel on the CPU: True | samples (4, 8, 8, 1) '
+                         '| valid [True, True, True, True]'), line

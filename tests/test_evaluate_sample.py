@@ -1,6 +1,7 @@
 """Tests of `train.evaluate`, `train.sample` and of the exported SavedModel,
 on a tiny flow trained once for the module."""
 
+import json
 import math
 import subprocess
 import sys
@@ -225,6 +226,16 @@ def test_saved_model_serves_in_a_process_without_cinc_tfp(run_dir):
                           timeout=180, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().endswith('served')
+
+
+def test_gpu_checks_serving_step_scores_the_quantized_samples(run_dir):
+  # Samples leave [-0.5, 0.5), which bits_per_dim refuses: the step scores
+  # their quantized form. Scoring the samples themselves failed here.
+  line = helpers.served_on_cpu(run_dir[0] / 'saved_model')
+  assert line.startswith('SavedModel on the CPU: True | samples (4, 8, 8, 1) '
+                         '| valid [True, True, True, True]'), line
+  bits = json.loads(line.split('quantized form ')[1])
+  assert len(bits) == 4 and all(0 < b < 20 for b in bits), line
 
 
 def test_export_command_writes_a_saved_model_of_the_checkpoint(run_dir, tmp_path):

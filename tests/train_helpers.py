@@ -52,6 +52,17 @@ def run(module, *args, timeout=240, **popen_kwargs):
       text=True, timeout=timeout, check=False, **popen_kwargs)
 
 
+def served_on_cpu(saved_model):
+  """Runs `tools/served_on_cpu.py` (a step of `tools/gpu_check.sh`) on
+  `saved_model` in a fresh process that sees no GPU; its printed line."""
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'tools', 'served_on_cpu.py'),
+       str(saved_model)], cwd='/', env=env(CUDA_VISIBLE_DEVICES=''),
+      capture_output=True, text=True, timeout=180, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout.strip()
+
+
 def message_lines(stderr):
   """stderr without TensorFlow's native log lines and absl's help hint."""
   return [line for line in stderr.splitlines()

@@ -33,15 +33,6 @@ run=$(mktemp -d)/run
 python -m train.train --model_dir="$run" --steps=50 --steps_per_epoch=25 \
   --levels=2 --depth=2 --width=32 | tail -3 | tee "$out/train.txt"
 python -m train.export --model_dir="$run" | tee -a "$out/train.txt"
-CUDA_VISIBLE_DEVICES= python - "$run/saved_model" <<'PY' | tee "$out/served_on_cpu.txt"
-import sys
-import tensorflow as tf
-served = tf.saved_model.load(sys.argv[1])
-out = served.sample(tf.constant(4), tf.constant(1.0), tf.constant([0, 1]))
-bits = served.bits_per_dim(out['images'])['bits_per_dim']
-assert 'cinc_tfp' not in sys.modules, 'the export needed cinc_tfp'
-print('GPU-trained SavedModel on the CPU:', tf.config.list_physical_devices(
-    'GPU') == [], '| samples', tuple(out['images'].shape), '| valid',
-      out['valid'].numpy().tolist(), '| bits/dim', bits.numpy().round(3))
-PY
+CUDA_VISIBLE_DEVICES= python tools/served_on_cpu.py "$run/saved_model" \
+  | tee "$out/served_on_cpu.txt"
 echo "gpu_check: reports in $out"
