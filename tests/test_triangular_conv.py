@@ -257,6 +257,32 @@ def test_row_solver_runs_under_xla_and_with_unknown_batch():
       rtol=1e-4, atol=1e-4)
 
 
+def _op_types(function, shape):
+  graph = tf.function(function).get_concrete_function(
+      tf.TensorSpec(shape, tf.float32)).graph
+  return [op.type for op in graph.get_operations()]
+
+
+def test_only_a_batch_known_to_hold_one_image_gets_a_zero_image_appended():
+  """One image is solved as two (the faster matmul); a batch of unknown size
+  as it comes, with no shape computed: a flow pins one image to a known
+  size before it inverts."""
+  rng = np.random.default_rng(5)
+  kernel = _random_kernel(rng, 3, 4, 'top_left')
+  matrices = triangular_conv.row_matrices(kernel, 6)
+  solve = lambda y: triangular_conv._solve_by_rows(y, matrices, 'top_left')  # pylint: disable=protected-access
+  one, unknown = _op_types(solve, [1, 5, 6, 4]), _op_types(solve, [None, 5, 6, 4])
+  assert one.count('Pad') == 1
+  assert 'Pad' not in unknown and 'Shape' not in unknown, unknown
+  for batch in (1, 2):
+    x = tf.constant(rng.normal(size=[batch, 5, 6, 4]), tf.float32)
+    y = triangular_conv.causal_conv2d(x, kernel, 'top_left')
+    np.testing.assert_allclose(
+        tf.function(solve, input_signature=[
+            tf.TensorSpec([None, 5, 6, 4], tf.float32)])(y), x,
+        rtol=1e-4, atol=1e-4)
+
+
 def test_unknown_corner_is_a_clear_error():
   with pytest.raises(ValueError, match='corner must be one of'):
     triangular_conv.causal_conv2d(tf.zeros([1, 4, 4, 1]), tf.ones([3, 3, 1, 1]),

@@ -49,6 +49,8 @@ def assert_finite(x, validate_args, bijector_name):
 
 def as_images(x):
   """`x` reshaped to `[B, H, W, C]`, and a function restoring its batch shape."""
+  if x.shape.rank == 4:
+    return x, lambda images: images
   batch_shape = tf.shape(x)[:-3]
   static_batch_shape = x.shape[:-3]
 

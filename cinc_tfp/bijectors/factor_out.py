@@ -142,10 +142,14 @@ class FactorOut(_base.NetworkBijector):
     kept, inner_log_det = fused.inverse_and_log_det(
         self._inner, z[..., factored_size:])
     mean, log_sigma = self._mean_and_log_sigma(kept)
-    z_factored = tf.reshape(
-        z[..., :factored_size],
-        tf.concat([tf.shape(z)[:-1], [height, width, channels // 2]], axis=0))
-    x = _concat_broadcast(kept, z_factored * tf.exp(log_sigma) + mean)
+    z_factored = _unflat(z[..., :factored_size],
+                         [height, width, channels // 2])
+    x2 = z_factored * tf.exp(log_sigma) + mean
+    # `x2`'s batch shape broadcasts `kept`'s (through `mean`) with `z`'s, of
+    # which `kept`'s is a broadcast already: without a condition of their own
+    # the two have one batch shape, and join without broadcasting.
+    x = (tf.concat([kept, x2], axis=-1) if self._condition is None else
+         _concat_broadcast(kept, x2))
     log_det = inner_log_det + tf.reduce_sum(log_sigma, axis=[-3, -2, -1])
     return x, log_det
 
@@ -158,8 +162,22 @@ class FactorOut(_base.NetworkBijector):
 
 def _flat(images):
   """`[..., H, W, C]` as `[..., H*W*C]`."""
-  size = int(np.prod(images.shape[-3:]))
-  return tf.reshape(images, tf.concat([tf.shape(images)[:-3], [size]], axis=0))
+  return _reshape_event(images, 3, [int(np.prod(images.shape[-3:]))])
+
+
+def _unflat(vectors, image_shape):
+  """`[..., H*W*C]` as `[..., H, W, C]`."""
+  return _reshape_event(vectors, 1, image_shape)
+
+
+def _reshape_event(tensor, event_rank, event_shape):
+  """`tensor` with its last `event_rank` axes reshaped to `event_shape`. A
+  single batch axis is left to `reshape` (`-1`), so that a graph with an
+  unknown batch size computes no shapes (docs/performance.md)."""
+  if tensor.shape.rank == event_rank + 1:
+    return tf.reshape(tensor, [-1, *event_shape])
+  return tf.reshape(tensor, tf.concat([tf.shape(tensor)[:-event_rank],
+                                       event_shape], axis=0))
 
 
 def _concat_broadcast(first, second):

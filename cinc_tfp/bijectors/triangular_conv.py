@@ -274,20 +274,21 @@ def _solve_by_plan(y, plan, corner):
 def _solve_by_rows(y, matrices, corner):
   """The row recursion of `solve_rows` with its `[k, W*C, W*C]` matrices.
 
-  A batch of one image (known when traced, or found when it runs) is solved
-  with a zero image appended: TensorFlow's CPU matmul multiplies a
-  `[2, W*C]` matrix faster than a `[1, W*C]` vector (33 against 64 us at
-  `W*C = 192`, one run), and the recursion's sequential steps are such
-  products.
+  A batch known to hold one image when traced is solved with a zero image
+  appended: TensorFlow's CPU matmul multiplies a `[2, W*C]` matrix faster
+  than a `[1, W*C]` vector (33 against 64 us at `W*C = 192`, one run), and
+  the recursion's sequential steps are such products. A batch of unknown
+  size is solved as it comes: `CIncFlow` pins a batch of one image to a
+  known size before it inverts, and the shape arithmetic of a pad for an
+  unknown size slowed every other size (docs/performance.md).
   """
   batch, height, width, channels = y.shape
   k = matrices.shape[0]
   row_size = width * channels
   rows = tf.reshape(y, [-1, height, row_size])
-  padded = batch is None or batch == 1
-  if padded:
-    count = tf.shape(rows)[0]
-    rows = tf.pad(rows, [[0, tf.maximum(2 - count, 0)], [0, 0], [0, 0]])
+  one_image = batch == 1
+  if one_image:
+    rows = tf.pad(rows, [[0, 1], [0, 0], [0, 0]])
   # Each row of every image, already multiplied by T^-1.
   y_rows = tf.unstack(tf.reshape(
       tf.matmul(tf.reshape(rows, [-1, row_size]), matrices[k - 1]),
@@ -306,8 +307,8 @@ def _solve_by_rows(y, matrices, corner):
   if bottom_up:
     x_rows.reverse()
   x = tf.stack(x_rows, axis=1)
-  if padded:
-    x = x[:count]
+  if one_image:
+    x = x[:1]
   return tf.reshape(x, [-1, height, width, channels])
 
 
