@@ -40,12 +40,14 @@ def times_ms(call, count):
   """The times in ms of `count` calls of the zero-argument `call`, after one
   warm-up call."""
   _wait(call())
-  times = []
-  for _ in range(count):
-    start = time.perf_counter()
-    _wait(call())
-    times.append(1e3 * (time.perf_counter() - start))
-  return times
+  return [time_ms(call) for _ in range(count)]
+
+
+def time_ms(call):
+  """The time in ms of one call of the zero-argument `call`."""
+  start = time.perf_counter()
+  _wait(call())
+  return 1e3 * (time.perf_counter() - start)
 
 
 def _wait(result):

@@ -199,30 +199,32 @@ def time_models(image_shape, levels, depth, width, num_samples, batch_size,
 
 # Serves timings of a SavedModel's `sample` and `decode` from a fresh process
 # that imports TensorFlow only, on the CPU: for each request line
-# `[count, call, repeats]` on stdin, one warm-up call, then a line with the
-# `repeats` times in ms (JSON). At the end of its input, the modules of this
-# package or TFP that loading it brought in.
+# `[count, call]` on stdin, a line with the time in ms of one call (JSON),
+# its inputs made, and a warm-up call run, at the first request for them. At
+# the end of its input, the modules of this package or TFP that loading it
+# brought in.
 _SERVED_TIMING = """
 import json, sys, time
 import tensorflow as tf
 served = tf.saved_model.load(sys.argv[1])
 dims = int(tf.reduce_prod(served.image_shape))
+calls = {}
 print('[]', flush=True)
 for line in sys.stdin:
-  count, name, repeats = json.loads(line)
-  if name == 'sample':
-    call = lambda: served.sample(tf.constant(count), tf.constant(1.0),
-                                 tf.constant([0, 2]))['images'].numpy()
-  else:
-    z = tf.random.stateless_normal([count, dims], [0, 3])
-    call = lambda: served.decode(z)['images'].numpy()
-  call()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
+  key = tuple(json.loads(line))
+  if key not in calls:
+    count, name = key
+    if name == 'sample':
+      inputs = (tf.constant(count), tf.constant(1.0), tf.constant([0, 2]))
+      call = lambda inputs=inputs: served.sample(*inputs)['images'].numpy()
+    else:
+      z = tf.random.stateless_normal([count, dims], [0, 3])
+      call = lambda z=z: served.decode(z)['images'].numpy()
     call()
-    times.append(1e3 * (time.perf_counter() - start))
-  print(json.dumps(times), flush=True)
+    calls[key] = call
+  start = time.perf_counter()
+  calls[key]()
+  print(json.dumps(1e3 * (time.perf_counter() - start)), flush=True)
 print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} &
                         {'cinc_tfp', 'tensorflow_probability'})), flush=True)
 """
@@ -243,10 +245,12 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
   imports only TensorFlow and sees no GPU (the modules of this package or
   TFP it loaded are returned: none is expected).
 
-  The two processes take turns, `repeats` calls of one call each time, for
-  `rounds` rounds, so that a change of the machine's speed hits both alike:
-  the times are medians of all calls, the ratios (served / in memory) those
-  of each round's medians, sorted.
+  The two processes alternate single calls, `repeats` pairs in each of
+  `rounds` rounds, the first of a pair taking turns, so that a change of
+  the machine's speed hits both calls of a pair alike: the times are
+  medians of all calls, the ratios (served / in memory) those of each
+  pair, sorted. (Turns of many calls each, compared by their medians,
+  could not resolve a few percent here: docs/performance.md.)
   """
   model = flow.CIncFlow(image_shape, levels=levels, depth=depth, width=width,
                         conv=conv, coupling=coupling)
@@ -281,17 +285,28 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
         return json.loads(line)
 
       reply()  # Loaded.
-      for _ in range(rounds):
+
+      def served_ms(count, call):
+        child.stdin.write(json.dumps([count, call]) + '\n')
+        child.stdin.flush()
+        return reply()
+
+      for count in counts:
+        for call in ('sample', 'decode'):
+          harness.time_ms(in_memory[count][call])  # Warm-up: trace.
+      for round_ in range(rounds):
         for count in counts:
           for call in ('sample', 'decode'):
-            memory = harness.times_ms(in_memory[count][call], repeats)
-            child.stdin.write(json.dumps([count, call, repeats]) + '\n')
-            child.stdin.flush()
-            loaded = reply()
-            times[count, call, 'memory'] += memory
-            times[count, call, 'served'] += loaded
-            ratios[count, call].append(
-                statistics.median(loaded) / statistics.median(memory))
+            for pair in range(repeats):
+              if (round_ + pair) % 2:
+                memory = harness.time_ms(in_memory[count][call])
+                loaded = served_ms(count, call)
+              else:
+                loaded = served_ms(count, call)
+                memory = harness.time_ms(in_memory[count][call])
+              times[count, call, 'memory'].append(memory)
+              times[count, call, 'served'].append(loaded)
+              ratios[count, call].append(loaded / memory)
       child.stdin.close()
       modules = reply()
   return ({count: {call: (statistics.median(times[count, call, 'memory']),
@@ -325,14 +340,22 @@ def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
       for memory, served, ratios in calls.values():
         cells += [f'{memory:.1f}', f'{served:.1f}',
                   f'{statistics.median(ratios):.2f}x '
-                  f'({ratios[0]:.2f}-{ratios[-1]:.2f})']
+                  f'({_quantile(ratios, 0.25):.2f}-'
+                  f'{_quantile(ratios, 0.75):.2f})']
       rows.append(cells)
   header = ('SavedModel (fresh process, TensorFlow only, CPU) against the '
             f'model in memory | L{levels} D{depth} w{width} | the two '
-            f'processes take turns, {repeats} calls each, {rounds} rounds; '
-            'medians of all calls; ratio: the median of the rounds\' '
-            '(their range), which shows how noisy the machine was')
+            f'processes alternate single calls, {repeats * rounds} pairs; '
+            'medians of all calls; ratio: the median of the pairs\' '
+            '(their quartiles)')
   return '\n\n'.join([header, harness.markdown(rows)] + notes)
+
+
+def _quantile(sorted_values, fraction):
+  """The value at `fraction` of the way through `sorted_values` (nearest
+  rank)."""
+  return sorted_values[min(int(fraction * len(sorted_values)),
+                           len(sorted_values) - 1)]
 
 
 def check_models(models, rows=MODELS):

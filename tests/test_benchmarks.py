@@ -181,7 +181,7 @@ def test_served_report_times_the_saved_model_in_a_tensorflow_only_process():
   for row in rows[1:]:
     assert all(float(cell) > 0 for cell in row[2:4] + row[5:7])
     for ratio in (row[4], row[7]):
-      # The median of the rounds' ratios, and their range around it.
+      # The median of the pairs' ratios, and their quartiles around it.
       median, low, high = map(float, re.fullmatch(
           r'(\d+\.\d\d)x \((\d+\.\d\d)-(\d+\.\d\d)\)', ratio).groups())
       assert 0 < low <= median <= high
