@@ -1,10 +1,11 @@
-"""The timing harness the benchmarks share: interleaved medians, tables.
+"""The timing harness the benchmarks share: interleaved timings, tables.
 
 Every candidate is a call of no arguments returning a tensor (or NumPy
-array); `median_ms` times them in rounds, each in a fresh random order, so
-that the noise of a shared machine, and whatever one call leaves behind for
-the next (warm caches and thread pools), hit them alike. Only ratios of timings taken side
-by side in one process mean anything: absolute times drift.
+array); `round_times_ms` times them in rounds, each in a fresh random
+order, so that the noise of a shared machine, and whatever one call leaves
+behind for the next (warm caches and thread pools), hit them alike. Only
+ratios of timings taken side by side in one process mean anything: absolute
+times drift; `paired_ratio` takes them round by round.
 """
 
 import os
@@ -12,15 +13,25 @@ import random
 import statistics
 import time
 
-__all__ = ['markdown', 'median_ms', 'parse_shapes', 'processors', 'ratio',
+__all__ = ['markdown', 'median_ms', 'paired_ratio', 'parse_shapes',
+           'processors', 'quantile', 'ratio', 'round_times_ms', 'time_ms',
            'use_threads']
 
 
 def median_ms(calls, counts):
-  """Median ms of each zero-argument call (returning a tensor), after one
-  warm-up call each; `counts[name]` timed calls each, interleaved by rounds
-  (each in a fresh order, the same from run to run), so that machine noise
-  and the effects of one call on the next hit the candidates alike."""
+  """Median ms of each zero-argument call (returning a tensor), timed as
+  `round_times_ms` times them."""
+  return {name: statistics.median(values)
+          for name, values in round_times_ms(calls, counts).items()}
+
+
+def round_times_ms(calls, counts):
+  """{name: [ms of its call in each round]}: each zero-argument call
+  (returning a tensor) after one warm-up call each, `counts[name]` timed
+  calls each, interleaved by rounds (each in a fresh order, the same from
+  run to run), so that machine noise and the effects of one call on the
+  next hit the candidates alike. The i-th times of two calls are from the
+  same round (`paired_ratio`)."""
   for call in calls.values():
     _wait(call())  # Warm-up: trace and compile.
   times = {name: [] for name in calls}
@@ -33,14 +44,7 @@ def median_ms(calls, counts):
         start = time.perf_counter()
         _wait(calls[name]())
         times[name].append(1e3 * (time.perf_counter() - start))
-  return {name: statistics.median(values) for name, values in times.items()}
-
-
-def times_ms(call, count):
-  """The times in ms of `count` calls of the zero-argument `call`, after one
-  warm-up call."""
-  _wait(call())
-  return [time_ms(call) for _ in range(count)]
+  return times
 
 
 def time_ms(call):
@@ -61,6 +65,27 @@ def ratio(ms, numerator, denominator):
   if numerator not in ms or denominator not in ms:
     return '-'
   return f'{ms[numerator] / ms[denominator]:.2f}x'
+
+
+def paired_ratio(times, numerator, denominator):
+  """'R.RRx (Q1-Q3)': the median of the ratios `numerator / denominator` of
+  the times taken side by side (`times[name][i]`, pairs from one round of
+  `round_times_ms` or alternating calls), with their quartiles; '-' when
+  either was not timed. Each pair shares the machine's speed of its
+  moment, so the ratio resolves differences that the medians' ratio, with
+  the machine's drift between the calls in it, does not."""
+  if numerator not in times or denominator not in times:
+    return '-'
+  ratios = sorted(a / b for a, b in zip(times[numerator], times[denominator]))
+  return (f'{statistics.median(ratios):.2f}x ({quantile(ratios, 0.25):.2f}-'
+          f'{quantile(ratios, 0.75):.2f})')
+
+
+def quantile(sorted_values, fraction):
+  """The value at `fraction` of the way through `sorted_values` (nearest
+  rank)."""
+  return sorted_values[min(int(fraction * len(sorted_values)),
+                           len(sorted_values) - 1)]
 
 
 def markdown(rows):

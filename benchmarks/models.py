@@ -9,9 +9,10 @@ twice, once for the inverse and once for the log-determinant): drawing each
 number of samples (a report each) from fixed weights, and one Adam step on
 the log-likelihood of a batch of random images (on another instance of the
 model), each a `tf.function` traced once and warmed up, timed interleaved
-(`harness.median_ms`). `run_served` times a model's SavedModel in a fresh
-process that imports only TensorFlow against the model in memory. The
-targets the ratios are held to are in the README.
+(`harness.round_times_ms`); a ratio is the median of the rounds' ratios,
+with their quartiles (`harness.paired_ratio`). `run_served` times a
+model's SavedModel in a fresh process that imports only TensorFlow against
+the model in memory. The targets the ratios are held to are in the README.
 """
 
 import functools
@@ -167,10 +168,10 @@ def _tfp_glow_functions(glow, x, num_samples, n_bits=8):
 
 def time_models(image_shape, levels, depth, width, num_samples, batch_size,
                 repeats, models=None, seed=0):
-  """{row: (parameters, width, sampling ms, train-step ms)}: medians of
-  `repeats` interleaved calls after a warm-up (width: the coupling networks'
-  hidden width, `num_hidden` for TFP's Glow), for the rows named in `models`
-  (default: all)."""
+  """{row: (parameters, width, sampling ms, train-step ms)}: the ms of
+  `repeats` rounds of interleaved calls after a warm-up (width: the coupling
+  networks' hidden width, `num_hidden` for TFP's Glow), for the rows named
+  in `models` (default: all)."""
   x = tf.random.stateless_uniform([batch_size, *image_shape], [seed, 1],
                                   minval=-0.5, maxval=0.5)
   sample_seed = tf.constant([seed, 2])
@@ -192,7 +193,7 @@ def time_models(image_shape, levels, depth, width, num_samples, batch_size,
           num_samples)
     calls[name, 'sample'] = functools.partial(sample, sample_seed)
     calls[name, 'train'] = functools.partial(step, x)
-  ms = harness.median_ms(calls, dict.fromkeys(calls, repeats))
+  ms = harness.round_times_ms(calls, dict.fromkeys(calls, repeats))
   return {name: (parameters[name], widths[name], ms[name, 'sample'],
                  ms[name, 'train']) for name, _, _, _ in rows}
 
@@ -239,7 +240,7 @@ def _traced_sample(model, count):
 
 def time_served(image_shape, levels, depth, width, conv, coupling, counts,
                 repeats, rounds=7, seed=0):
-  """(`{count: {call: (in-memory ms, SavedModel ms, ratios)}}`, modules):
+  """(`{count: {call: {'memory': ms, 'served': ms}}}`, modules):
   `sample` and `decode` of a `CIncFlow` in this process (traced with the
   batch size fixed) and of its SavedModel, loaded in a fresh process that
   imports only TensorFlow and sees no GPU (the modules of this package or
@@ -247,9 +248,8 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
 
   The two processes alternate single calls, `repeats` pairs in each of
   `rounds` rounds, the first of a pair taking turns, so that a change of
-  the machine's speed hits both calls of a pair alike: the times are
-  medians of all calls, the ratios (served / in memory) those of each
-  pair, sorted. (Turns of many calls each, compared by their medians,
+  the machine's speed hits both calls of a pair alike: the ms of each
+  call, the i-th of the two a pair (`harness.paired_ratio`). (Turns of many calls each, compared by their medians,
   could not resolve a few percent here: docs/performance.md.)
   """
   model = flow.CIncFlow(image_shape, levels=levels, depth=depth, width=width,
@@ -262,10 +262,8 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
     decode = tf.function(model.decode)
     in_memory[count] = {'sample': _traced_sample(model, count),
                         'decode': functools.partial(decode, z)}
-  times = {(count, call, where): [] for count in counts
-           for call in ('sample', 'decode') for where in ('memory', 'served')}
-  ratios = {(count, call): [] for count in counts
-            for call in ('sample', 'decode')}
+  times = {count: {call: {'memory': [], 'served': []}
+                    for call in ('sample', 'decode')} for count in counts}
   with tempfile.TemporaryDirectory() as directory:
     path = os.path.join(directory, 'saved_model')
     export.save(model, path)
@@ -304,16 +302,11 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
               else:
                 loaded = served_ms(count, call)
                 memory = harness.time_ms(in_memory[count][call])
-              times[count, call, 'memory'].append(memory)
-              times[count, call, 'served'].append(loaded)
-              ratios[count, call].append(loaded / memory)
+              times[count][call]['memory'].append(memory)
+              times[count][call]['served'].append(loaded)
       child.stdin.close()
       modules = reply()
-  return ({count: {call: (statistics.median(times[count, call, 'memory']),
-                          statistics.median(times[count, call, 'served']),
-                          sorted(ratios[count, call]))
-                   for call in ('sample', 'decode')} for count in counts},
-          modules)
+  return times, modules
 
 
 def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
@@ -337,11 +330,10 @@ def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
       notes.append(f'{name}: loading the SavedModel imported {modules}.')
     for count, calls in ms.items():
       cells = [name, str(count)]
-      for memory, served, ratios in calls.values():
-        cells += [f'{memory:.1f}', f'{served:.1f}',
-                  f'{statistics.median(ratios):.2f}x '
-                  f'({_quantile(ratios, 0.25):.2f}-'
-                  f'{_quantile(ratios, 0.75):.2f})']
+      for times in calls.values():
+        cells += [f'{statistics.median(times["memory"]):.1f}',
+                  f'{statistics.median(times["served"]):.1f}',
+                  harness.paired_ratio(times, 'served', 'memory')]
       rows.append(cells)
   header = ('SavedModel (fresh process, TensorFlow only, CPU) against the '
             f'model in memory | L{levels} D{depth} w{width} | the two '
@@ -349,13 +341,6 @@ def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
             'medians of all calls; ratio: the median of the pairs\' '
             '(their quartiles)')
   return '\n\n'.join([header, harness.markdown(rows)] + notes)
-
-
-def _quantile(sorted_values, fraction):
-  """The value at `fraction` of the way through `sorted_values` (nearest
-  rank)."""
-  return sorted_values[min(int(fraction * len(sorted_values)),
-                           len(sorted_values) - 1)]
 
 
 def check_models(models, rows=MODELS):
@@ -395,7 +380,8 @@ def _run_models(image_shape, levels, depth, width, num_samples, batch_size,
     configs.append(PAPER_SIZE)
   header = (f'TF {tf.__version__} | image {"x".join(map(str, image_shape))} | '
             f'{num_samples} samples | train batch {batch_size} | '
-            f'{harness.processors()} | median of {repeats}')
+            f'{harness.processors()} | medians of {repeats} rounds; ratios: '
+            'the median of the rounds\' (their quartiles)')
   timing_rows = [['config', 'model', 'width', 'params',
                   f'sample {num_samples} ms', f'train step {batch_size} ms']]
   labels, results, notes = [], [], []
@@ -407,7 +393,8 @@ def _run_models(image_shape, levels, depth, width, num_samples, batch_size,
     results.append(result)
     for name, (count, row_width, sample_ms, train_ms) in result.items():
       timing_rows.append([label, name, str(row_width), f'{count:,}',
-                          f'{sample_ms:.1f}', f'{train_ms:.1f}'])
+                          f'{statistics.median(sample_ms):.1f}',
+                          f'{statistics.median(train_ms):.1f}'])
     for name, _, _, row_width in MODELS:
       if row_width == 'matched' and name in result:
         count, ours = result[name][0], result['Glow'][0]
@@ -422,7 +409,7 @@ def _run_models(image_shape, levels, depth, width, num_samples, batch_size,
   ratio_rows = [['ratio'] + labels]
   for title, numerator, denominator, timing in _RATIOS:
     column = 2 if timing == 'sample' else 3
-    ratio_rows.append([title] + [harness.ratio(
+    ratio_rows.append([title] + [harness.paired_ratio(
         {name: timings[column] for name, timings in result.items()},
         numerator, denominator) for result in results])
   return '\n\n'.join([header, harness.markdown(timing_rows), harness.markdown(ratio_rows),

@@ -131,7 +131,7 @@ def test_models_report_has_every_model_and_ratio():
                              width=32, num_samples=2, batch_size=2, repeats=1)
   header = report.splitlines()[0]
   for field in ('TF ', 'image 8x8x3', '2 samples', 'train batch 2', 'CPUs ',
-                'median of 1'):
+                'medians of 1 rounds'):
     assert field in header
   timings = _table(report, 'sample 2 ms', first='config')
   assert timings[0] == ['config', 'model', 'width', 'params', 'sample 2 ms',
@@ -153,7 +153,9 @@ def test_models_report_has_every_model_and_ratio():
   assert ratios[0] == ['ratio', 'L2 D1 w32']
   assert [row[0] for row in ratios[1:]] == [r[0] for r in models._RATIOS]
   for _, cell in ratios[1:]:
-    assert cell.endswith('x') and float(cell[:-1]) > 0
+    median, low, high = map(float, re.fullmatch(
+        r'(\d+\.\d\d)x \((\d+\.\d\d)-(\d+\.\d\d)\)', cell).groups())
+    assert 0 < low <= median <= high
   assert 'num_steps_per_block=1' in report and 'num_hidden=' in report
 
 
@@ -165,9 +167,30 @@ def test_models_report_on_some_rows():
   assert [row[1] for row in timings[1:]] == ['CInC+affine', 'Glow']
   ratios = {row[0]: row[1] for row in _table(report, 'L2 D1 w8',
                                               first='ratio')}
-  assert ratios['CInC+affine / Glow sampling'].endswith('x')
+  assert ratios['CInC+affine / Glow sampling'].endswith(')')
   assert ratios['CInC+quad / Glow sampling'] == '-'
   assert 'TFP Glow' not in report
+
+
+def test_round_times_pair_the_calls_of_each_round():
+  log = []
+  calls = {name: (lambda name=name: log.append(name)) for name in 'abc'}
+  times = harness.round_times_ms(calls, {'a': 3, 'b': 3, 'c': 1})
+  assert {name: len(ms) for name, ms in times.items()} == {'a': 3, 'b': 3,
+                                                           'c': 1}
+  # A warm-up call each, then rounds: each round calls every name once
+  # while it has calls left.
+  rounds = log[3:]
+  assert sorted(rounds[:3]) == ['a', 'b', 'c']
+  assert sorted(rounds[3:5]) == sorted(rounds[5:]) == ['a', 'b']
+
+
+def test_paired_ratio_is_the_median_of_the_pairs_ratios():
+  times = {'new': [2., 4., 9.], 'old': [1., 1., 3.], 'other': [5.]}
+  # Pairs 2, 4 and 3; the medians' ratio would be 4 / 1.
+  assert harness.paired_ratio(times, 'new', 'old') == '3.00x (2.00-4.00)'
+  assert harness.paired_ratio(times, 'other', 'new') == '2.50x (2.50-2.50)'
+  assert harness.paired_ratio(times, 'new', 'missing') == '-'
 
 
 def test_served_report_times_the_saved_model_in_a_tensorflow_only_process():
