@@ -41,20 +41,25 @@ from . import models as models_lib
 
 __all__ = ['MODEL', 'RECIPE', 'ROWS', 'TFPGlowFlow', 'check_rows', 'run_quality', 'train_row']
 
-# Rows: (name, conv, coupling, width) of a `CIncFlow`, or no conv for TFP's
-# `tfb.Glow`. Width `None` is the `width` argument; 'matched' the width that
-# brings the parameter count closest to the 'Glow' row's.
+# Rows: (name, conv, coupling, width, reverse_channels) of a `CIncFlow`, or
+# no conv for TFP's `tfb.Glow`. Width `None` is the `width` argument;
+# 'matched' the width that brings the parameter count closest to the 'Glow'
+# row's.
 ROWS = (
-    ('CInC+quad', 'cinc', 'quad', None),
-    ('CInC+affine', 'cinc', 'affine', None),
-    ('Emerging+quad', 'emerging', 'quad', None),
-    ('Emerging+affine', 'emerging', 'affine', None),
-    ('1x1+quad', '1x1', 'quad', None),
-    ('Glow', '1x1', 'affine', None),
-    ('CInC+quad (Glow params)', 'cinc', 'quad', 'matched'),
-    ('Emerging+quad (Glow params)', 'emerging', 'quad', 'matched'),
-    ('1x1+quad (Glow params)', '1x1', 'quad', 'matched'),
-    ('TFP Glow', None, None, 'matched'),
+    ('CInC+quad', 'cinc', 'quad', None, False),
+    ('CInC+affine', 'cinc', 'affine', None, False),
+    ('Emerging+quad', 'emerging', 'quad', None, False),
+    ('Emerging+affine', 'emerging', 'affine', None, False),
+    ('1x1+quad', '1x1', 'quad', None, False),
+    ('Glow', '1x1', 'affine', None, False),
+    ('CInC+quad (reversed)', 'cinc', 'quad', None, True),
+    ('CInC+affine (reversed)', 'cinc', 'affine', None, True),
+    ('Emerging+quad (reversed)', 'emerging', 'quad', None, True),
+    ('Emerging+affine (reversed)', 'emerging', 'affine', None, True),
+    ('CInC+quad (Glow params)', 'cinc', 'quad', 'matched', False),
+    ('Emerging+quad (Glow params)', 'emerging', 'quad', 'matched', False),
+    ('1x1+quad (Glow params)', '1x1', 'quad', 'matched', False),
+    ('TFP Glow', None, None, 'matched', False),
 )
 # The default model and budget: every row, 3 seeds, in about 30 minutes on
 # two cores (also the command's defaults).
@@ -123,7 +128,7 @@ def train_row(row, options):
   """Trains one row of `ROWS` (a tuple) with `options` (the train command's
   options, with 'width' set to the row's width) in a temporary run
   directory; returns `(test bits/dim, seconds)`."""
-  name, conv, coupling, _ = row
+  name, conv, coupling, _, reverse_channels = row
   start = time.perf_counter()
   with tempfile.TemporaryDirectory() as directory, contextlib.redirect_stdout(
       io.StringIO()):  # The runs' progress bars and start lines.
@@ -131,7 +136,8 @@ def train_row(row, options):
       bits = _train_tfp_glow(options, options['width'])
     else:
       bits = trainer.train(dict(
-          options, conv=conv, coupling=coupling, model_dir=directory,
+          options, conv=conv, coupling=coupling,
+          reverse_channels=reverse_channels, model_dir=directory,
           steps_per_epoch=options['steps'],
           checkpoint_every=options['steps']))['test_bits_per_dim']
   if not math.isfinite(bits):
@@ -148,7 +154,7 @@ def check_rows(rows):
 def _widths_and_parameters(names, image_shape, levels, depth, width):
   """{row name: (width, parameters)}: the rows sized after 'Glow''s count."""
   sizes = {}
-  for name, conv, coupling, row_width in sorted(
+  for name, conv, coupling, row_width, _ in sorted(
       (row for row in ROWS if row[0] in names),
       key=lambda row: row[3] == 'matched'):
     if conv is None:

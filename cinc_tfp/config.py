@@ -56,6 +56,11 @@ class FlowConfig:
   corner: str = _option(CORNER_CYCLE, 'Padded corner of the CInC '
                         "convolutions ('cycle': each corner in turn, step "
                         'after step).', choices=(CORNER_CYCLE,) + CORNERS)
+  reverse_channels: bool = _option(
+      False, "Reverse the channels between each step's convolution and its "
+      'coupling (RealNVP\'s and Glow\'s "reverse"), so that each coupling '
+      'conditions on what the one before transformed: the triangular centre '
+      'tap of a CInC or Emerging convolution passes channels one way only.')
   n_bits: int = _option(8, 'Bits per channel of the data (8, or fewer as in '
                         'Glow).', upper=8)
   seed: int = _option(0, 'Seed of the initial weights (and of the data order, '

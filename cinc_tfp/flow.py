@@ -72,9 +72,9 @@ class CIncFlow(keras.Model):
       image_shape: `(H, W, C)`; `H` and `W` divisible by `2**levels`.
       **options: the model options of `config.FlowConfig` (`levels`,
         `depth`, `width`, `conv`, `coupling`, `kernel_size`, `scale`,
-        `corner`, `n_bits`, `seed`, `recompute`, `num_classes`; each
-        documented there, with its default), and what `keras.Model` takes
-        (e.g. `name`, `dtype`).
+        `corner`, `reverse_channels`, `n_bits`, `seed`, `recompute`,
+        `num_classes`; each documented there, with its default), and what
+        `keras.Model` takes (e.g. `name`, `dtype`).
     """
     names = [field.name for field in config_lib.FlowConfig.options()]
     self.config = config_lib.FlowConfig(
@@ -105,8 +105,8 @@ class CIncFlow(keras.Model):
             conv, coupling, shape, width, kernel_size,
             (bijectors.CORNERS[step % 4]
              if corner == config_lib.CORNER_CYCLE else corner),
-            scale, seed=seeds(), dtype=self.dtype_policy,
-            name=f'level{level}_step{step}'))
+            scale, seed=seeds(), reverse_channels=self.reverse_channels,
+            dtype=self.dtype_policy, name=f'level{level}_step{step}'))
       if level < levels - 1:
         self.priors.append(layers.PriorLayer(
             shape, self.num_classes, dtype=self.dtype_policy,

@@ -237,12 +237,15 @@ class CouplingLayer(keras.layers.Layer):
 class FlowStep(keras.layers.Layer):
   """One step of a flow: the weights of its ActNorm, its invertible
   convolution (`conv` of `config.CONVS`) and its coupling, each layer's
-  seed drawn from `seed`."""
+  seed drawn from `seed`; with `reverse_channels`, the channels reversed
+  between the convolution and the coupling (no weights)."""
 
   def __init__(self, conv, coupling, image_shape, width, kernel_size=3,
-               corner='top_left', scale='sigmoid', seed=0, **kwargs):
+               corner='top_left', scale='sigmoid', seed=0,
+               reverse_channels=False, **kwargs):
     super().__init__(**kwargs)
     channels = image_shape[-1]
+    self.reverse_channels = reverse_channels
     seeds = init.SeedStream(seed, 'FlowStep')
     with keras.name_scope(self.name):  # See CouplingLayer.
       self.actnorm = ActNormLayer(channels, dtype=self.dtype_policy,
@@ -257,17 +260,26 @@ class FlowStep(keras.layers.Layer):
 
   def bijectors(self, data_init=False, plan=True):
     """The step's bijectors in data-to-latent order (ActNorm, convolution,
-    coupling), from the current weights; see `ActNormLayer.bijector` for
-    `data_init` and `InvertibleConvLayer.bijector` for `plan`."""
+    the reversal if any, coupling), from the current weights; see
+    `ActNormLayer.bijector` for `data_init` and
+    `InvertibleConvLayer.bijector` for `plan`."""
     return [self.actnorm.bijector(data_init), self.conv.bijector(plan),
-            self.coupling.bijector()]
+            *self._reversal(), self.coupling.bijector()]
 
   def chain(self):
     """The step as one `tfb.Chain`, for an inverse inside training (the
     convolution's plain solve: see `InvertibleConvLayer.bijector`)."""
-    return tfp.bijectors.Chain([self.coupling.bijector(),
+    return tfp.bijectors.Chain([self.coupling.bijector(), *self._reversal(),
                                 self.conv.bijector(plan=False),
                                 self.actnorm.bijector()])
+
+  def _reversal(self):
+    """`[tfb.Permute]` of the channels in reverse order, or `[]`."""
+    if not self.reverse_channels:
+      return []
+    channels = self.actnorm.channels
+    return [tfp.bijectors.Permute(np.arange(channels)[::-1], axis=-1,
+                                  name='reverse_channels')]
 
 
 class PriorLayer(keras.layers.Layer):

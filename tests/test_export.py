@@ -25,9 +25,10 @@ def _images(batch, seed=0):
                                      maxval=0.5)
 
 
-def _model(conv='cinc', seed=0):
+def _model(conv='cinc', seed=0, **options):
   """A tiny initialized flow, its weights moved off their (trivial) start."""
-  model = CIncFlow(SHAPE, levels=2, depth=1, width=8, conv=conv, seed=seed)
+  model = CIncFlow(SHAPE, levels=2, depth=1, width=8, conv=conv, seed=seed,
+                   **options)
   model.initialize(_images(16, seed=seed))
   rng = np.random.default_rng(seed)
   for weight in model.trainable_weights:
@@ -38,16 +39,18 @@ def _model(conv='cinc', seed=0):
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-  """`get(conv)`: `(model, path, loaded)`, saved once per conv per module."""
+  """`get(conv, reverse_channels=False)`: `(model, path, loaded)`, saved
+  once per model per module."""
   cache = {}
 
-  def get(conv):
-    if conv not in cache:
-      model = _model(conv)
+  def get(conv, reverse_channels=False):
+    key = conv, reverse_channels
+    if key not in cache:
+      model = _model(conv, reverse_channels=reverse_channels)
       path = str(tmp_path_factory.mktemp(conv) / 'saved')
       export.save(model, path)
-      cache[conv] = model, path, export.load(path)
-    return cache[conv]
+      cache[key] = model, path, export.load(path)
+    return cache[key]
 
   return get
 
@@ -56,9 +59,10 @@ def _listing(directory):
   return sorted(os.listdir(directory))
 
 
-@pytest.mark.parametrize('conv', ['cinc', 'emerging', '1x1'])
-def test_round_trip_matches_model(exported, conv):
-  model, _, loaded = exported(conv)
+@pytest.mark.parametrize('conv,reverse_channels', [
+    ('cinc', False), ('emerging', False), ('1x1', False), ('cinc', True)])
+def test_round_trip_matches_model(exported, conv, reverse_channels):
+  model, _, loaded = exported(conv, reverse_channels)
   x = _images(3, seed=5)
   for batch in (x[:1], x):  # any batch size
     np.testing.assert_allclose(

@@ -22,10 +22,13 @@ IMAGE_SHAPE = flow_checks.IMAGE_SHAPE
 tiny_flow = flow_checks.tiny_flow
 
 
-@pytest.mark.parametrize('conv,coupling', list(itertools.product(
-    ['cinc', 'emerging', '1x1'], ['quad', 'affine'])))
-def test_log_det_and_inverse_exact(conv, coupling):
-  model = tiny_flow(conv, coupling, dtype='float64')
+@pytest.mark.parametrize('conv,coupling,reverse_channels', [
+    *itertools.product(['cinc', 'emerging', '1x1'], ['quad', 'affine'],
+                       [False]),
+    ('cinc', 'affine', True), ('emerging', 'quad', True)])
+def test_log_det_and_inverse_exact(conv, coupling, reverse_channels):
+  model = tiny_flow(conv, coupling, dtype='float64',
+                    reverse_channels=reverse_channels)
   x = tf.random.stateless_uniform((3,) + IMAGE_SHAPE, [3, 4], -0.5, 0.5,
                                   dtype=tf.float64)
   # The whole flow's log-det against slogdet of its 192 x 192 Jacobian.
@@ -217,14 +220,42 @@ def test_config_round_trip_keeps_every_option():
   model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4,
                             conv='emerging', coupling='affine', kernel_size=5,
                             scale='exp', corner='bottom_left', n_bits=5, seed=3,
-                            recompute=True, name='flow5', dtype='float64')
+                            recompute=True, reverse_channels=True,
+                            name='flow5', dtype='float64')
   config = model.get_config()
   assert cinc_tfp.CIncFlow.from_config(config).get_config() == config
   assert {key: config[key] for key in ('n_bits', 'seed', 'scale', 'corner',
                                        'kernel_size', 'recompute',
-                                       'dtype')} == dict(
+                                       'reverse_channels', 'dtype')} == dict(
       n_bits=5, seed=3, scale='exp', corner='bottom_left', kernel_size=5,
-      recompute=True, dtype='float64')
+      recompute=True, reverse_channels=True, dtype='float64')
+  # A config written before the option builds the flow it described.
+  del config['reverse_channels']
+  assert not cinc_tfp.CIncFlow.from_config(config).reverse_channels
+
+
+def test_reversed_channels_sit_between_each_convolution_and_its_coupling():
+  plain = tiny_flow('cinc', 'affine', dtype='float64')
+  reversed_ = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=2, width=8,
+                                conv='cinc', coupling='affine',
+                                dtype='float64', reverse_channels=True)
+  reversed_.set_weights(plain.get_weights())  # No weights of its own.
+  x = tf.random.stateless_uniform((2,) + IMAGE_SHAPE, [3, 5], -0.5, 0.5,
+                                  dtype=tf.float64)
+  for index, (step, same_step) in enumerate(zip(reversed_.steps,
+                                               plain.steps)):
+    actnorm, conv, reversal, coupling = step.bijectors()
+    shape = reversed_.level_shapes[index // reversed_.depth]
+    y = tf.random.stateless_normal((2,) + shape, [1, index],
+                                   dtype=tf.float64)
+    np.testing.assert_allclose(
+        step.chain().forward(y),
+        coupling.forward(conv.forward(actnorm.forward(y))[..., ::-1]),
+        rtol=1e-12)
+    np.testing.assert_allclose(reversal.forward(y), y[..., ::-1])
+    assert [type(b) for b in same_step.bijectors()] == [
+        type(b) for b in (actnorm, conv, coupling)]
+  assert not np.allclose(reversed_.log_prob(x), plain.log_prob(x))
 
 
 def test_corners_cycle_and_every_step_has_its_own_initial_weights():
@@ -406,10 +437,10 @@ def test_fit_under_xla_matches_fit_without(conv):
     np.testing.assert_allclose(xla_weight, weight, rtol=1e-4, atol=1e-5)
 
 
-def _trained_pair(conv, coupling, dtype):
+def _trained_pair(conv, coupling, dtype, **options):
   """A tiny flow after two Adam steps (eager: no tracing), and a flow with
-  `recompute=True` and the same weights."""
-  stored = tiny_flow(conv, coupling, dtype=dtype)
+  `recompute=True` and the same weights (both with `options`)."""
+  stored = tiny_flow(conv, coupling, dtype=dtype, **options)
   optimizer = keras.optimizers.Adam(1e-2)
   for step in range(2):
     x = tf.random.stateless_uniform((8,) + IMAGE_SHAPE, [8, step], -0.5, 0.5,
@@ -418,7 +449,7 @@ def _trained_pair(conv, coupling, dtype):
                                   stored.trainable_variables))
   recomputed = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=2, width=8,
                                  conv=conv, coupling=coupling, dtype=dtype,
-                                 recompute=True)
+                                 recompute=True, **options)
   recomputed.set_weights(stored.get_weights())
   return stored, recomputed
 
@@ -436,10 +467,14 @@ RECOMPUTE_FLOAT32 = 1e-5
 
 
 @pytest.mark.parametrize('dtype', ['float64', 'float32'])
-@pytest.mark.parametrize('conv,coupling', list(itertools.product(
-    ['cinc', 'emerging', '1x1'], ['quad', 'affine'])))
-def test_recompute_gives_the_stored_gradients(conv, coupling, dtype):
-  stored, recomputed = _trained_pair(conv, coupling, dtype)
+@pytest.mark.parametrize('conv,coupling,reverse_channels', [
+    *itertools.product(['cinc', 'emerging', '1x1'], ['quad', 'affine'],
+                       [False]),
+    ('cinc', 'quad', True)])
+def test_recompute_gives_the_stored_gradients(conv, coupling, reverse_channels,
+                                              dtype):
+  stored, recomputed = _trained_pair(conv, coupling, dtype,
+                                     reverse_channels=reverse_channels)
   x = tf.random.stateless_uniform((4,) + IMAGE_SHAPE, [9, 0], -0.5, 0.5,
                                   dtype=dtype)
   (bits, expected), (recomputed_bits, found) = [
