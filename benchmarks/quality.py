@@ -3,8 +3,8 @@
 Every row is a flow trained on the same data with the same recipe and
 budget, once per seed, and scored on the held-out split. The `CIncFlow`
 rows (CInC, Emerging and Glow's 1x1 convolutions, each with quad and affine
-couplings; the quad flows again at the width whose parameter count matches
-the 'Glow' row's) are whole runs of `cinc_tfp.trainer.train`, as the train
+couplings; CInC and Emerging again with `reverse_channels`; the quad flows
+again at the width whose parameter count matches the 'Glow' row's) are whole runs of `cinc_tfp.trainer.train`, as the train
 command makes them: `fit` with the optimizer of `cinc_tfp.training`, the
 averaged weights swapped in, then `cinc_tfp.run.evaluate`. TFP's own
 `tfb.Glow`, sized to the same parameter count (`models.matched_tfp_glow`),
@@ -61,7 +61,7 @@ ROWS = (
     ('1x1+quad (Glow params)', '1x1', 'quad', 'matched', False),
     ('TFP Glow', None, None, 'matched', False),
 )
-# The default model and budget: every row, 3 seeds, in about 30 minutes on
+# The default model and budget: every row, 3 seeds, in about 50 minutes on
 # two cores (also the command's defaults).
 MODEL = dict(levels=2, depth=4, width=32, batch_size=32)
 # The recipe of the train command (`python -m train.train`).
