@@ -168,10 +168,10 @@ def _tfp_glow_functions(glow, x, num_samples, n_bits=8):
 
 def time_models(image_shape, levels, depth, width, num_samples, batch_size,
                 repeats, models=None, seed=0):
-  """{row: (parameters, width, sampling ms, train-step ms)}: the ms of
-  `repeats` rounds of interleaved calls after a warm-up (width: the coupling
-  networks' hidden width, `num_hidden` for TFP's Glow), for the rows named
-  in `models` (default: all)."""
+  """{row: (parameters, width, sampling ms, train-step ms)}: the ms of each
+  of `repeats` rounds of interleaved calls (lists), after a warm-up (width:
+  the coupling networks' hidden width, `num_hidden` for TFP's Glow), for the
+  rows named in `models` (default: all)."""
   x = tf.random.stateless_uniform([batch_size, *image_shape], [seed, 1],
                                   minval=-0.5, maxval=0.5)
   sample_seed = tf.constant([seed, 2])
@@ -249,8 +249,9 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
   The two processes alternate single calls, `repeats` pairs in each of
   `rounds` rounds, the first of a pair taking turns, so that a change of
   the machine's speed hits both calls of a pair alike: the ms of each
-  call, the i-th of the two a pair (`harness.paired_ratio`). (Turns of many calls each, compared by their medians,
-  could not resolve a few percent here: docs/performance.md.)
+  call, the i-th of the two a pair (`harness.paired_ratio`). (Turns of many
+  calls each, compared by their medians, could not resolve a few percent
+  here: docs/performance.md.)
   """
   model = flow.CIncFlow(image_shape, levels=levels, depth=depth, width=width,
                         conv=conv, coupling=coupling)
