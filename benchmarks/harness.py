@@ -14,7 +14,7 @@ import statistics
 import time
 
 __all__ = ['markdown', 'median_ms', 'paired_ratio', 'parse_shapes',
-           'processors', 'quantile', 'ratio', 'round_times_ms', 'time_ms',
+           'processors', 'ratio', 'round_times_ms', 'time_ms',
            'use_threads']
 
 
@@ -77,11 +77,11 @@ def paired_ratio(times, numerator, denominator):
   if numerator not in times or denominator not in times:
     return '-'
   ratios = sorted(a / b for a, b in zip(times[numerator], times[denominator]))
-  return (f'{statistics.median(ratios):.2f}x ({quantile(ratios, 0.25):.2f}-'
-          f'{quantile(ratios, 0.75):.2f})')
+  low, high = _quantile(ratios, 0.25), _quantile(ratios, 0.75)
+  return f'{statistics.median(ratios):.2f}x ({low:.2f}-{high:.2f})'
 
 
-def quantile(sorted_values, fraction):
+def _quantile(sorted_values, fraction):
   """The value at `fraction` of the way through `sorted_values` (nearest
   rank)."""
   return sorted_values[min(int(fraction * len(sorted_values)),

@@ -269,9 +269,7 @@ class FlowStep(keras.layers.Layer):
   def chain(self):
     """The step as one `tfb.Chain`, for an inverse inside training (the
     convolution's plain solve: see `InvertibleConvLayer.bijector`)."""
-    return tfp.bijectors.Chain([self.coupling.bijector(), *self._reversal(),
-                                self.conv.bijector(plan=False),
-                                self.actnorm.bijector()])
+    return tfp.bijectors.Chain(self.bijectors(plan=False)[::-1])
 
   def _reversal(self):
     """`[tfb.Permute]` of the channels in reverse order, or `[]`."""
