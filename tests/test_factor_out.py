@@ -59,6 +59,15 @@ def test_batched_condition_broadcasts_against_images(dtype):
                              **bijector_checks.TOLERANCE[dtype])
   np.testing.assert_allclose(inverse_log_det, -log_det,
                              **bijector_checks.LOG_DET_TOLERANCE[dtype])
+  # TFP sees the condition's batch shape, as a distribution of it does.
+  assert bijector.experimental_batch_shape() == [3, 1]
+  assert factor_out(shape, dtype).experimental_batch_shape() == []
+  distribution = tfp.distributions.TransformedDistribution(
+      tfp.distributions.Sample(
+          tfp.distributions.Normal(tf.zeros([], dtype), 1.), [16]),
+      tfb.Invert(bijector))
+  assert distribution.batch_shape == [3, 1]
+  assert distribution.log_prob(distribution.sample(seed=[1, 2])).shape == [3, 1]
 
 
 @pytest.mark.parametrize('condition', [None, [8]])

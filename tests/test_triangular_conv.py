@@ -183,11 +183,13 @@ def test_a_plan_of_other_weights_is_never_used():
   for result in (solve(y, kernel),
                  _solve_with_plan(y, kernel, 'bottom_left', stale)):
     np.testing.assert_allclose(result, x, rtol=1e-10, atol=1e-10)
-  # A plan for another width or kernel size does not fit: not used either.
-  for size, width in ((3, 4), (5, 5)):
-    misfit = triangular_conv.inverse_plan(
-        _random_kernel(rng, size, 2, 'bottom_left', tf.float64), width,
-        'bottom_left')
+  # A plan for another width, kernel size or corner does not fit: not used
+  # either (the last of the same weights).
+  for misfit in [
+      triangular_conv.inverse_plan(
+          _random_kernel(rng, size, 2, 'bottom_left', tf.float64), width,
+          'bottom_left') for size, width in ((3, 4), (5, 5))
+  ] + [triangular_conv.inverse_plan(kernel, 5, 'top_left')]:
     np.testing.assert_allclose(
         _solve_with_plan(y, kernel, 'bottom_left', misfit), x, rtol=1e-10,
         atol=1e-10)
@@ -219,24 +221,29 @@ def test_unchecked_plan_is_trusted_with_the_plain_gradients():
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize('mode', ['eager', 'function', 'xla'])
 @pytest.mark.parametrize('corner', triangular_conv.CORNERS)
 @pytest.mark.parametrize('batch', [1, 2])  # 1: by the one-image kernel.
-def test_planned_solve_has_the_gradients_of_the_plain_solve(corner, batch):
+def test_planned_solve_has_the_gradients_of_the_plain_solve(corner, batch,
+                                                            mode):
+  # The plan is made eagerly and used in a graph, as a layer's plans are.
   rng = np.random.default_rng(6)
   kernel = _random_kernel(rng, 3, 3, corner, tf.float64)
   plan = triangular_conv.inverse_plan(kernel, 4, corner, height=5)
   y = tf.constant(rng.normal(size=[batch, 5, 4, 3]))
   weights = tf.constant(rng.normal(size=[batch, 5, 4, 3]))
 
-  def gradients(plan):
+  def gradients(planned):  # The plan captured, as a layer's bijector holds it.
     with tf.GradientTape() as tape:
       tape.watch([y, kernel])
-      x = (triangular_conv.solve_rows(y, kernel, corner) if plan is None
-           else _solve_with_plan(y, kernel, corner, plan))
+      x = (_solve_with_plan(y, kernel, corner, plan) if planned
+           else triangular_conv.solve_rows(y, kernel, corner))
       loss = tf.reduce_sum(weights * x**2)
     return tape.gradient(loss, [y, kernel])
 
-  for planned, plain in zip(gradients(plan), gradients(None)):
+  if mode != 'eager':
+    gradients = tf.function(gradients, jit_compile=mode == 'xla')
+  for planned, plain in zip(gradients(True), gradients(False)):
     np.testing.assert_allclose(planned, plain, rtol=1e-10, atol=1e-12)
 
 

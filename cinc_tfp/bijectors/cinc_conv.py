@@ -42,8 +42,9 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
   `CIncConv2D` given that plan as `inverse_plan` inverts without computing
   them as long as its weights equal those the plan was made from, and
   falls back to the plain solve otherwise. A plan made for the image height
-  too (`plan_inverse(W, H)`, `H W <= 64`) also inverts one image by one
-  `H x W` convolution (`triangular_conv.inverse_kernel`).
+  too (`plan_inverse(W, H)`, `H W <= triangular_conv.ONE_CONV_MAX_PIXELS`)
+  also inverts one image by one `H x W` convolution
+  (`triangular_conv.inverse_kernel`).
 
   It takes parameters only, tensors or variables (`init.cinc_conv` gives the
   starting ones); a Keras model that owns the weights builds it from them.

@@ -2,6 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from cinc_tfp.bijectors import _base
 from cinc_tfp.bijectors import _util
@@ -71,6 +72,15 @@ class FactorOut(_base.NetworkBijector):
           validate_args=validate_args,
           parameters=parameters,
           name=scope_name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    # The condition's batch dimensions are the bijector's batch shape (with
+    # those of `inner`, called on images of the input's rank).
+    return dict(
+        condition=tfp.util.ParameterProperties(event_ndims=1),
+        inner=tfp.util.BatchedComponentProperties(
+            event_ndims=lambda self, x_event_ndims: x_event_ndims))
 
   @property
   def inner(self):

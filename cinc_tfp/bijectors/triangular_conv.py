@@ -318,6 +318,7 @@ class InversePlan(typing.NamedTuple):
   Attributes:
     parameters: tuple of the tensors the plan was made from (see
       `inverse_plan`).
+    corner: the padded corner it inverts.
     rows: `[k, W*C, W*C]` matrices of `row_matrices`; None in a plan that
       inverts one image only (by `one_image`).
     one_image: the `[H, W, C, C]` `inverse_kernel`, which inverts one image
@@ -328,19 +329,22 @@ class InversePlan(typing.NamedTuple):
       unknown size).
   """
   parameters: typing.Tuple[tf.Tensor, ...]
+  corner: str
   rows: typing.Optional[tf.Tensor]
   one_image: typing.Optional[tf.Tensor] = None
 
-  def fits(self, parameters, image_shape):
+  def fits(self, parameters, image_shape, corner):
     """Whether the plan has the shapes of `parameters` and is for images of
-    `image_shape` (`(H, W, C)`; values are compared when a solve runs)."""
+    `image_shape` (`(H, W, C)`) padded on `corner` (values are compared
+    when a solve runs)."""
     shapes = lambda tensors: [tuple(t.shape) for t in tensors]  # pylint: disable=g-long-lambda
     _, width, channels = image_shape
     if self.rows is None:
       size_fits = self.one_image_fits(image_shape)
     else:
       size_fits = self.rows.shape[-1] == width * channels
-    return shapes(self.parameters) == shapes(parameters) and size_fits
+    return (corner == self.corner and size_fits and
+            shapes(self.parameters) == shapes(parameters))
 
   def for_one_image(self):
     """The plan for a batch its caller knows holds one image: without rows
@@ -360,8 +364,9 @@ class InversePlan(typing.NamedTuple):
     constant = lambda value: (  # pylint: disable=g-long-lambda
         tf.constant(value.numpy())
         if isinstance(value, tf.__internal__.EagerTensor) else value)
-    return InversePlan(tuple(map(constant, self.parameters)),
-                       constant(self.rows), constant(self.one_image))
+    return self._replace(parameters=tuple(map(constant, self.parameters)),
+                         rows=constant(self.rows),
+                         one_image=constant(self.one_image))
 
   def one_image_fits(self, image_shape):
     """Whether its `one_image` inverts images of `image_shape`."""
@@ -394,7 +399,7 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None,
   if not isinstance(parameters, (tuple, list)):
     parameters = (parameters,)
   return InversePlan(tuple(tf.convert_to_tensor(p) for p in parameters),
-                     rows, one_image)
+                     corner, rows, one_image)
 
 
 @functools.lru_cache(maxsize=None)
@@ -433,7 +438,7 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
 
   While `parameters` equal the plan's (compared when the solve runs), the
   solve takes the plan's matrices. Otherwise, or if the plan is for other
-  shapes, the kernel and its matrices are computed as in `solve_rows`. So a
+  shapes or another corner, the kernel and its matrices are computed as in `solve_rows`. So a
   plan is never stale, and the gradients (with respect to `y` and
   `parameters`) are those of the plain solve.
 
@@ -450,8 +455,11 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
   check_corner(corner)
   parameters = tuple(tf.convert_to_tensor(p) for p in parameters)
   solve = lambda y, *parameters: solve_rows(y, kernel_fn(*parameters), corner)  # pylint: disable=g-long-lambda
-  if not plan.fits(parameters, y.shape[1:]):
+  if not plan.fits(parameters, y.shape[1:], corner):
     return solve(y, *parameters)
+  # Eager tensors of a plan made outside a graph being built enter it as
+  # constants: its gradient function could not capture them.
+  plan = plan.in_graph()
 
   @tf.custom_gradient
   def planned(y, *parameters):
