@@ -85,6 +85,10 @@ class CIncFlow(keras.Model):
       raise ValueError(
           f'CIncFlow: mixed precision ({self.dtype_policy.name}) is not '
           f'supported; use float32 or float64.')
+    if self.dtype_policy.compute_dtype not in ('float32', 'float64'):
+      raise ValueError(
+          f'CIncFlow: dtype {self.dtype_policy.name} is not supported (its '
+          f'inverse would not be exact); use float32 or float64.')
     for name in ['image_shape'] + names:
       setattr(self, name, getattr(self.config, name))
     height, width_px, channels = self.image_shape
@@ -217,7 +221,10 @@ class CIncFlow(keras.Model):
       raise ValueError(
           f'CIncFlow: expected a batch of images of shape [B, '
           f'{", ".join(map(str, self.image_shape))}], got {x.shape}.')
-    return _check_range(tf.cast(x, self.compute_dtype))
+    # Checked before the cast: float64 data just below 0.5 rounds to 0.5 in
+    # float32.
+    return tf.cast(_check_range(_check_not_empty(x, 'images')),
+                   self.compute_dtype)
 
   def _check_labels(self, labels, batch=None):
     """`labels` as int32, checked: none for an unconditional flow; ints in
@@ -336,6 +343,7 @@ class CIncFlow(keras.Model):
       raise ValueError(
           f'CIncFlow: expected latent vectors of shape [B, {self.num_dims}], '
           f'got {z.shape}.')
+    z = _check_not_empty(z, 'latent vectors')
     labels = self._check_labels(labels, _batch_size(z))
     x = self._decode(z, labels)
     if tf.executing_eagerly():
@@ -507,6 +515,17 @@ class CIncFlow(keras.Model):
         self.optimizer.build(self.trainable_variables)
     return super().fit(x, *args, **kwargs)
 
+  def compile(self, *args, jit_compile=False, **kwargs):
+    """Keras' `compile`, where `jit_compile='auto'` means no XLA.
+
+    Keras' 'auto' compiles the steps with XLA when a GPU is present, and XLA
+    drops `tf.debugging.Assert`: the checks of the images' range and of the
+    labels would not run. Pass `jit_compile=True` to train under XLA all the
+    same (to the same weights; those checks then do not run).
+    """
+    super().compile(*args, jit_compile=jit_compile != 'auto' and jit_compile,
+                    **kwargs)
+
   @property
   def metrics(self):
     if self.accuracy_tracker is None:
@@ -537,6 +556,14 @@ class CIncFlow(keras.Model):
     self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
     self.bits_per_dim_tracker.update_state(bits)
     return {'bits_per_dim': _log(self.bits_per_dim_tracker.result())}
+
+  @_as_written
+  def predict_step(self, data):
+    """`log_prob` of a batch, taken as `fit` and `evaluate` take it (Keras'
+    own step would drop a dataset's labels)."""
+    while isinstance(data, (tuple, list)) and len(data) == 1:
+      data = data[0]  # Arrays given as `x=(images, labels)`, maybe nested.
+    return self.log_prob(*self._images_and_labels(data, 'predict'))
 
   @_as_written
   def test_step(self, data):
@@ -618,6 +645,21 @@ _RANGE_MESSAGE = (
     'CIncFlow: expected dequantized images with every value in [-0.5, 0.5) '
     '(cinc_tfp.data.dequantize); got values outside it or NaN (images on the '
     '0..255 or 0..1 scale?)')
+
+
+def _check_not_empty(x, what):
+  """`x`, checked to hold at least one image or vector (TensorFlow's oneDNN
+  convolution gives an empty batch a wrong shape): a `ValueError` when the
+  batch size is known, an `InvalidArgumentError` in a graph otherwise (not
+  under XLA, which drops the check and inverts an empty batch)."""
+  message = f'CIncFlow: got an empty batch of {what}; pass at least one'
+  if x.shape[0] is not None:
+    if x.shape[0] == 0:
+      raise ValueError(message + '.')
+    return x
+  check = tf.debugging.Assert(tf.shape(x)[0] > 0, [message])
+  with tf.control_dependencies([check]):
+    return tf.identity(x)
 
 
 def _check_range(x):

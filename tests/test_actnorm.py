@@ -88,3 +88,5 @@ def test_bad_input_is_a_clear_error():
     bijectors.ActNorm(tf.Variable(tf.zeros([2, 3])),
                       tf.Variable(tf.zeros([2, 3])),
                       initialized=tf.Variable(False))
+  with pytest.raises(ValueError, match='both must be tf.Variables'):
+    bijectors.ActNorm(**init.actnorm(3), initialized=tf.Variable(False))

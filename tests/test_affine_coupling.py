@@ -64,3 +64,9 @@ def test_odd_channels_are_a_clear_error():
       coupling_checks.random_network(2, 1, 'float32', seed=2))
   with pytest.raises(ValueError, match='divisible by 2 to split it into 2 blocks, got 3'):
     coupling.forward(tf.zeros([2, 2, 3]))
+  # A network of the wrong output size names itself and what it must give.
+  for outputs in (3, 6):
+    wrong = bijectors.AffineCoupling(
+        coupling_checks.random_network(outputs, 2, 'float32', seed=2))
+    with pytest.raises(ValueError, match='network 0 must output 2 x 2 channels'):
+      wrong.forward(tf.zeros([2, 2, 4]))

@@ -144,6 +144,11 @@ def test_fit_on_image_label_pairs_and_evaluate_accuracy():
   np.testing.assert_allclose(one['accuracy'], expected, rtol=1e-6)
   np.testing.assert_allclose(
       one['bits_per_dim'], np.mean(model.bits_per_dim(x, labels)), rtol=1e-5)
+  # predict takes what evaluate takes: the labelled dataset, or arrays.
+  expected = model.log_prob(x, labels)
+  for given in (test.take(1), (x, labels)):
+    np.testing.assert_allclose(model.predict(given, batch_size=100, verbose=0),
+                               expected, rtol=1e-5)
 
 
 def test_config_and_keras_saving_keep_the_classes(tmp_path):

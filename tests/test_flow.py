@@ -298,6 +298,10 @@ def test_calling_the_model_gives_log_prob():
   np.testing.assert_allclose(model(x), expected, rtol=1e-6)
   np.testing.assert_allclose(model.predict(x, batch_size=2, verbose=0),
                              expected, rtol=1e-5)
+  # A dataset of (images, labels) pairs, as fit takes it: labels ignored.
+  pairs = tf.data.Dataset.from_tensor_slices((x, tf.range(4))).batch(2)
+  np.testing.assert_allclose(model.predict(pairs, verbose=0), expected,
+                             rtol=1e-5)
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'float64'])
@@ -416,9 +420,9 @@ def test_fit_lowers_bits_per_dim_and_trains_every_weight():
 
 @pytest.mark.parametrize('conv', ['cinc', 'emerging', '1x1'])
 def test_fit_under_xla_matches_fit_without(conv):
-  # Keras compiles `fit` with XLA by default when a GPU is present. The CInC
-  # flow trains under XLA with recompute on, against stored activations
-  # without XLA (the recompute tests below compare the two without XLA).
+  # `compile(jit_compile=True)`. The CInC flow trains under XLA with
+  # recompute on, against stored activations without XLA (the recompute
+  # tests below compare the two without XLA).
   x = tf.random.stateless_uniform((16,) + IMAGE_SHAPE, [4, 0], -0.5, 0.5)
   results = []
   for jit_compile in (False, True):
@@ -435,6 +439,22 @@ def test_fit_under_xla_matches_fit_without(conv):
   np.testing.assert_allclose(xla_loss, loss, rtol=1e-5)
   for xla_weight, weight in zip(xla_weights, weights):
     np.testing.assert_allclose(xla_weight, weight, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_takes_keras_auto_as_no_xla(monkeypatch):
+  # Keras' 'auto' means XLA when a GPU is present (made to here), and XLA
+  # drops the checks of the images and labels.
+  monkeypatch.setattr(keras.Model, '_resolve_auto_jit_compile',
+                      lambda self: True)
+  plain = keras.Sequential([keras.Input([2]), keras.layers.Dense(1)])
+  plain.compile(optimizer='sgd', loss='mse')
+  assert plain.jit_compile is True
+  model = tiny_flow()
+  for arguments in ({}, {'jit_compile': 'auto'}):
+    model.compile(optimizer='sgd', **arguments)
+    assert model.jit_compile is False
+  model.compile(optimizer='sgd', jit_compile=True)
+  assert model.jit_compile is True
 
 
 def _trained_pair(conv, coupling, dtype, **options):
@@ -628,6 +648,9 @@ def test_bad_input_is_a_clear_error():
     cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, seed='a')
   with pytest.raises(ValueError, match='mixed precision'):
     cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, dtype='mixed_float16')
+  for dtype in ('float16', 'bfloat16', 'int32'):
+    with pytest.raises(ValueError, match=f'dtype {dtype} is not supported'):
+      cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, dtype=dtype)
   model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
   with pytest.raises(ValueError, match=r'expected a batch of images of shape \[B, 8, 8, 3\]'):
     model.log_prob(tf.zeros([2, 8, 8, 1]))
@@ -635,6 +658,16 @@ def test_bad_input_is_a_clear_error():
     model.log_prob(tf.zeros([2, 8, 8, 3], tf.uint8))
   with pytest.raises(ValueError, match=r'latent vectors of shape \[B, 192\]'):
     model.decode(tf.zeros([2, 191]))
+  with pytest.raises(ValueError, match='empty batch of images'):
+    model.log_prob(tf.zeros([0, 8, 8, 3]))
+  with pytest.raises(ValueError, match='empty batch of latent vectors'):
+    model.decode(tf.zeros([0, 192]))
+  for method, shape, what in ((model.encode, [None, 8, 8, 3], 'images'),
+                              (model.decode, [None, 192], 'latent vectors')):
+    traced = tf.function(method, input_signature=[tf.TensorSpec(shape)])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=f'empty batch of {what}'):
+      traced(tf.zeros([0] + shape[1:]))
 
 
 @pytest.mark.parametrize('values', [
@@ -651,6 +684,10 @@ def test_images_outside_the_unit_interval_are_an_error(values):
   with pytest.raises(tf.errors.InvalidArgumentError, match=r'\[-0\.5, 0\.5\)'):
     traced(tf.constant(x))
   x[1, 3, 4, 0] = -0.5  # The interval's closed end is fine.
+  assert np.isfinite(model.log_prob(x).numpy()).all()
+  # So is float64 data just below 0.5, which float32 rounds to 0.5.
+  x = x.astype(np.float64)
+  x[1, 3, 4, 0] = 0.5 - 1e-9
   assert np.isfinite(model.log_prob(x).numpy()).all()
 
 

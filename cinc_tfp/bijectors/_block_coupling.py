@@ -65,6 +65,11 @@ class BlockCoupling(_base.NetworkBijector):
   def _shift_and_log_scale(self, index, conditioning):
     """`(t, log s)` for block `index + 1` from the blocks before it."""
     h = self._networks[index](tf.concat(conditioning, axis=-1))
+    block = conditioning[0].shape[-1]
+    if h.shape[-1] != 2 * block:
+      raise ValueError(
+          f'{self.name}: network {index} must output 2 x {block} channels '
+          f'(a shift and a scale per channel of its block), got {h.shape}.')
     shift, raw_scale = tf.split(h, 2, axis=-1)
     if self._scale == 'sigmoid':
       floor = tf.constant(MIN_SCALE, raw_scale.dtype)

@@ -63,6 +63,11 @@ class ActNorm(_base.PixelwiseVolumeBijector):
         raise ValueError(
             'ActNorm: data-dependent initialization needs log_scale and bias '
             f'of shape [C], got {self._log_scale.shape}.')
+      if initialized is not None and not all(
+          isinstance(p, tf.Variable) for p in (self._log_scale, self._bias)):
+        raise ValueError(
+            'ActNorm: data-dependent initialization (initialized=...) sets '
+            'log_scale and bias, so both must be tf.Variables.')
       self._channels = self._log_scale.shape[-1]
       # The weights actually used (see CIncConv2D); a copy shares them.
       parameters.update(log_scale=self._log_scale, bias=self._bias,
