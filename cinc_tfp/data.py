@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cinc_tfp import _paths
 from cinc_tfp.bijectors import _util
 
 __all__ = [
@@ -67,6 +68,15 @@ class DataError(ValueError):
 def _choices():
   return ', '.join([repr(EMBEDDED), repr(_FOLDER_PREFIX + 'PATH')] +
                    [repr(name) for name in _TFDS_SIZES])
+
+
+def canonical_name(name):
+  """The one spelling of dataset `name`: `'folder:PATH'` with `PATH` made
+  absolute (so that a run directory's config names the folder from any
+  working directory), any other name as it is."""
+  if name.startswith(_FOLDER_PREFIX):
+    return _FOLDER_PREFIX + _paths.resolve(name[len(_FOLDER_PREFIX):])
+  return name
 
 
 def default_eval_split(name):
@@ -198,7 +208,9 @@ def load_folder(path, image_size, labels=False):
 
 def _check_folder(path):
   if not tf.io.gfile.isdir(path):
-    raise DataError(f'Image folder {path!r} does not exist.')
+    what = 'is a file, not a folder' if tf.io.gfile.exists(path) else (
+        'does not exist')
+    raise DataError(f'Image folder {path!r} {what}.')
 
 
 def _image_files(folder):
@@ -246,14 +258,14 @@ def _decode_files(path, files, image_size, stamps):
     except DataError:
       continue
     decoded.append(index)
-  n_skipped = len(files) - len(images)
-  if n_skipped:
-    logging.warning('Skipped %d of %d image files in %s that do not decode.',
-                    n_skipped, len(files), path)
   if not images:
     raise DataError(
         f'Image folder {path!r} holds no decodable PNG or JPEG file '
         f'({len(files)} candidate files).')
+  n_skipped = len(files) - len(images)
+  if n_skipped:
+    logging.warning('Skipped %d of %d image files in %s that do not decode.',
+                    n_skipped, len(files), path)
   return tf.stack(images).numpy(), tuple(decoded)
 
 

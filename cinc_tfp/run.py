@@ -92,7 +92,8 @@ def check_writable(path, name, directory):
       raise RunError(f'{name}={path} is a file, not a directory.')
     if not directory and os.path.isdir(path):
       raise RunError(f'{name}={path} is a directory, not a file.')
-  parent = path
+  # The nearest existing folder, in which the path is made or replaced.
+  parent = path if directory else os.path.dirname(path)
   while not os.path.exists(parent):
     parent = os.path.dirname(parent)
   if not os.path.isdir(parent):
@@ -161,6 +162,8 @@ class RunDirectory:
     saved = self.read_config()
     if saved is None:
       return
+    # A folder saved by a run before paths were resolved is read from here.
+    saved = dict(saved, dataset=data.canonical_name(saved['dataset']))
     differ = [key for key in RUN_KEYS if saved[key] != config[key]]
     if differ:
       changes = ', '.join(f'{key}: {saved[key]!r} saved, {config[key]!r} now'
@@ -227,7 +230,9 @@ class RunDirectory:
       `(model, config, step)`.
     """
     if not tf.io.gfile.isdir(self.path):
-      raise RunError(f'Run directory {self.path} does not exist.')
+      what = 'is a file, not a directory' if tf.io.gfile.exists(
+          self.path) else 'does not exist'
+      raise RunError(f'Run directory {self.path} {what}.')
     config = self.read_config()
     if config is None:
       raise RunError(f'{self.path} holds no {CONFIG_FILE}: not a run '

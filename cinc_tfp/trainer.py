@@ -167,7 +167,7 @@ def _samples_per_row(trained):
 def data_and_config(options):
   """Train and held-out `uint8` datasets (of `(image, label)` pairs for a
   conditional run), and the run configuration."""
-  name = options['dataset']
+  name = data.canonical_name(options['dataset'])
   size = options['image_size'] or data.default_image_size(name)
   split = options['eval_split'] or data.default_eval_split(name)
   conditional = options.get('conditional', False)
@@ -179,7 +179,7 @@ def data_and_config(options):
   image_spec = (train_images.element_spec[0] if conditional else
                 train_images.element_spec)
   config.update(
-      image_size=size, channels=int(image_spec.shape[-1]),
+      dataset=name, image_size=size, channels=int(image_spec.shape[-1]),
       num_classes=(len(data.class_names(name, options['data_dir']))
                    if conditional else None))
   return train_images, test_images, config

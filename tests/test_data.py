@@ -266,6 +266,30 @@ def test_folder_errors(tmp_path):
     data.load_folder(empty, 8)
   with pytest.raises(data.DataError, match='valid'):
     data.load_images(f'folder:{empty}', 'valid')
+  a_file = os.path.join(empty, 'bad.jpg')
+  with pytest.raises(data.DataError, match='is a file, not a folder'):
+    data.load_images(f'folder:{a_file}', 'train')
+
+
+def test_a_folder_of_undecodable_files_is_one_error_without_a_warning(
+    tmp_path, caplog):
+  _write(str(tmp_path / 'bad.png'), b'\x89PNG truncated')
+  with pytest.raises(data.DataError, match='no decodable PNG or JPEG'):
+    data.load_folder(str(tmp_path), 8)
+  assert 'Skipped' not in caplog.text
+  _write(str(tmp_path / 'good.png'),
+         tf.io.encode_png(np.zeros([6, 6, 3], np.uint8)))
+  data.load_folder(str(tmp_path), 8)
+  assert 'Skipped 1 of 2 image files' in caplog.text
+
+
+def test_canonical_name_resolves_a_folder_only(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert data.canonical_name('folder:images/') == f'folder:{tmp_path}/images'
+  assert data.canonical_name('folder:~/x') == (
+      f'folder:{os.path.expanduser("~")}/x')
+  for name in (data.EMBEDDED, 'cifar10', 'folder:gs://bucket/images'):
+    assert data.canonical_name(name) == name
 
 
 def test_bad_arguments():

@@ -68,10 +68,12 @@ def test_evaluate_needs_one_model_source():
 @pytest.mark.parametrize('source, directory, words', [
     ('model_dir', '', 'config.json'),
     ('model_dir', 'missing', 'missing does not exist'),
+    ('model_dir', 'a_file', 'a_file is a file, not a directory'),
     ('saved_model', '', 'Cannot load a SavedModel'),
 ])
 def test_evaluate_of_a_directory_without_a_model_is_a_clear_error(
     tmp_path, source, directory, words):
+  (tmp_path / 'a_file').write_text('')
   with pytest.raises((run_lib.RunError, export.ExportError), match=words):
     evaluate.run(helpers.parse(evaluate.define_flags,
                                f'--{source}={tmp_path / directory}'))
@@ -128,7 +130,7 @@ def test_samples_grid(run_dir, tmp_path, source):
   model_dir, _ = run_dir
   path = model_dir if source == 'model_dir' else model_dir / 'saved_model'
   outputs = []
-  for name in ('a.png', 'b.png'):
+  for name in ('a.png', 'b.png', 'b.png'):  # The last replaces a sample.
     sample.run(helpers.parse(
         sample.define_flags, f'--{source}={path}', '--num_samples=6',
         '--temperature=0.8', '--seed=3', f'--output={tmp_path / name}'))

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -278,3 +279,29 @@ def test_missing_folder_fails_with_one_line(tmp_path):
 def test_more_bad_flags_are_rejected_at_parse_time(args):
   with pytest.raises(Exception, match='flag'):
     _parse(*args)
+
+
+def test_a_run_on_a_relative_folder_works_from_any_directory(
+    tmp_path, monkeypatch):
+  """The folder is saved resolved, as --model_dir is: the run evaluates from
+  elsewhere, and resumes with the folder spelled another way."""
+  rng = np.random.default_rng(0)
+  for index in range(24):
+    tf.io.write_file(
+        str(tmp_path / 'images' / f'{index:02d}.png'),
+        tf.io.encode_png(rng.integers(0, 256, [8, 8, 3], np.uint8)))
+  monkeypatch.chdir(tmp_path)
+  args = ('--model_dir=runs/folder', *helpers.QUICK, '--steps_per_epoch=2')
+  train.run(helpers.parse(train.define_flags, *args, '--steps=2',
+                          '--dataset=folder:images'))
+  config = json.loads((tmp_path / 'runs/folder/config.json').read_text())
+  assert config['dataset'] == f'folder:{tmp_path / "images"}'
+  result = train.run(helpers.parse(train.define_flags, *args, '--steps=4',
+                                   '--dataset=folder:./images/'))
+  assert helpers.checkpoint_step(tmp_path / 'runs/folder') == 4
+  (tmp_path / 'elsewhere').mkdir()
+  monkeypatch.chdir(tmp_path / 'elsewhere')
+  _, metrics = evaluate.run(helpers.parse(evaluate.define_flags,
+                                          '--model_dir=../runs/folder'))
+  assert metrics['bits_per_dim'] == pytest.approx(
+      result['test_bits_per_dim'], abs=1e-4)
