@@ -4,8 +4,9 @@ A run lives in one directory, local or on any filesystem `tf.io.gfile`
 serves (`gs://...`, TensorFlow's in-memory `ram://...`):
 
 - `config.json`: every option that fixes the model or the course of training
-  (`RUN_KEYS`): the flow's constructor arguments, the data (dataset, image
-  size, channels, bits) and the optimizer settings. Written atomically when a
+  (`RUN_KEYS`): the flow's constructor arguments, the data (dataset, an image
+  folder's path made absolute; image size, channels, bits) and the optimizer
+  settings. Written atomically when a
   run first starts; a later start in the same directory must use the same
   options (`RunDirectory.check_config`).
 - `ckpt-STEP.*` and the index `checkpoint`: `tf.train.Checkpoint`s of every
@@ -43,8 +44,8 @@ from cinc_tfp._paths import resolve
 __all__ = [
     'CONFIG_FILE', 'RUN_KEYS', 'MODEL_KEYS', 'RunDirectory', 'RunError',
     'TrainedFlow', 'build_model', 'build_optimizer', 'check_writable',
-    'class_grid', 'evaluate', 'resolve', 'restore', 'sample_grid',
-    'training_stream'
+    'class_grid', 'cycled_labels', 'evaluate', 'load_split', 'resolve',
+    'restore', 'sample_grid', 'training_stream'
 ]
 
 CONFIG_FILE = 'config.json'
@@ -446,6 +447,36 @@ class TrainedFlow:
     return self.decode((1. - alphas) * z[0] + alphas * z[1], first)
 
 
+def load_split(trained, dataset, split, data_dir=None, download=True,
+               labels=False):
+  """`uint8` images of a split of `dataset` (with `labels`, `(image, label)`
+  pairs) at the size of a `TrainedFlow`, checked to fit it (channels, and
+  with `labels` the number of classes): a `RunError` if not."""
+  images = data.load_images(dataset, split, trained.image_shape[0], data_dir,
+                            download, labels=labels)
+  if labels:
+    classes = len(data.class_names(dataset, data_dir))
+    if classes != trained.num_classes:
+      raise RunError(f'The model has {trained.num_classes} classes; dataset '
+                     f'{dataset!r} has {classes}.')
+  _check_fits(trained, images, f'dataset {dataset!r}')
+  return images
+
+
+def _check_fits(trained, images, source):
+  """Raises a `RunError` unless the images of dataset `images` (or of its
+  `(image, label)` pairs) have the shape a `TrainedFlow` takes."""
+  spec = (images.element_spec[0] if isinstance(images.element_spec, tuple)
+          else images.element_spec)
+  shape = tuple(spec.shape)
+  if shape != tuple(trained.image_shape):
+    found = (f'{shape[-1]} channel(s)' if shape[:2] == tuple(
+        trained.image_shape[:2]) else f'images of shape {shape}')
+    raise RunError(
+        f'The model takes images of shape {tuple(trained.image_shape)} '
+        f'({trained.image_shape[-1]} channel(s)); {source} has {found}.')
+
+
 def evaluate(trained, images, batch_size=256, seed=0):
   """Mean bits/dim over every image of a `uint8` dataset and, of a
   class-conditional `TrainedFlow` on `(image, label)` pairs, the accuracy
@@ -459,6 +490,7 @@ def evaluate(trained, images, batch_size=256, seed=0):
   Returns:
     dict: 'bits_per_dim', and 'accuracy' for a conditional flow.
   """
+  _check_fits(trained, images, 'the dataset')
   batches = data.pipeline(images, batch_size, trained.n_bits, shuffle=False,
                           seed=seed, drop_remainder=False)
   bits, correct = [], []
@@ -482,6 +514,15 @@ def evaluate(trained, images, batch_size=256, seed=0):
   return result
 
 
+def cycled_labels(trained, count):
+  """Labels `0, 1, .., K-1, 0, 1, ..` for `count` samples of a
+  class-conditional `TrainedFlow` (of `K` classes); None for an
+  unconditional one."""
+  if trained.num_classes is None:
+    return None
+  return np.arange(count) % trained.num_classes
+
+
 def sample_grid(trained, temperatures, per_row, seed=0):
   """A `uint8` grid of samples of a `TrainedFlow`: one row per temperature
   (of a class-conditional flow, sample `j` of a row is of class `j % K`).
@@ -492,8 +533,7 @@ def sample_grid(trained, temperatures, per_row, seed=0):
     per_row: samples per row.
     seed: int; row `i` uses the stateless seed `[seed, i]`.
   """
-  labels = (None if trained.num_classes is None else
-            np.arange(per_row) % trained.num_classes)
+  labels = cycled_labels(trained, per_row)
   rows = [data.quantize(trained.sample(per_row, t, [seed, i], labels),
                         trained.n_bits)
           for i, t in enumerate(temperatures)]

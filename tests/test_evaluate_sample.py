@@ -114,15 +114,36 @@ def test_bad_sample_flags_are_flags_errors(args, words):
                   *args)
 
 
+@pytest.mark.parametrize('args, words', [
+    (('--labels=1',), 'unconditional: it takes no labels'),
+    (('--labels=0,1', '--interpolate=0,1'), 'unconditional: it takes no labels'),
+    (('--per_class=2',), 'unconditional: it has no classes'),
+])
+def test_classes_asked_of_an_unconditional_flow_are_an_error(
+    run_dir, tmp_path, args, words):
+  with pytest.raises(run_lib.RunError, match=words):
+    sample.run(helpers.parse(sample.define_flags, f'--model_dir={run_dir[0]}',
+                             f'--output={tmp_path / "x.png"}', *args))
+  assert not (tmp_path / 'x.png').exists()
+
+
 def test_evaluate_on_data_with_other_channels_is_an_error(run_dir, tmp_path):
   folder = tmp_path / 'images'
   folder.mkdir()
   (folder / 'a.png').write_bytes(
       tf.io.encode_png(np.zeros([8, 8, 3], np.uint8)).numpy())
-  with pytest.raises(common.TrainError, match='1 channel'):
+  with pytest.raises(run_lib.RunError, match='1 channel.*has 3 channel'):
     evaluate.run(helpers.parse(evaluate.define_flags,
                                f'--model_dir={run_dir[0]}',
                                f'--dataset=folder:{folder}'))
+  # The library checks what it is given, as the command does.
+  trained = run_lib.TrainedFlow.from_run_directory(run_dir[0])
+  for images, found in (
+      (data.load_images(f'folder:{folder}', 'test', 8), 'has 3 channel'),
+      (data.load_images(f'folder:{folder}', 'test', 4),
+       r'has images of shape \(4, 4, 3\)')):
+    with pytest.raises(run_lib.RunError, match=found):
+      run_lib.evaluate(trained, images)
 
 
 @pytest.mark.parametrize('source', ['model_dir', 'saved_model'])

@@ -44,36 +44,15 @@ def define_flags(flag_values=FLAGS):
                        lower_bound=1, flag_values=fv)
 
 
-def load_split(flow, dataset, split, data_dir, download=True, labels=False):
-  """`uint8` images of a split (with `labels`, `(image, label)` pairs), at
-  the flow's size, checked for channels (and for classes)."""
-  height, _, channels = flow.image_shape
-  images = data.load_images(dataset, split, height, data_dir, download,
-                            labels=labels)
-  if labels:
-    classes = len(data.class_names(dataset, data_dir))
-    if classes != flow.num_classes:
-      raise common.TrainError(
-          f'The model has {flow.num_classes} classes; dataset {dataset!r} '
-          f'has {classes}.')
-  spec = images.element_spec[0] if labels else images.element_spec
-  found = int(spec.shape[-1])
-  if found != channels:
-    raise common.TrainError(
-        f'The model takes images with {channels} channel(s); dataset '
-        f'{dataset!r} has {found}.')
-  return images
-
-
 def run(flag_values=FLAGS):
   """Evaluates as the flags say; returns `(split, metrics)`, the metrics of
   `cinc_tfp.run.evaluate`."""
   flow = cli_flags.trained_flow(flag_values)
   dataset = flag_values.dataset or flow.dataset or data.EMBEDDED
   split = flag_values.split or data.default_eval_split(dataset)
-  images = load_split(flow, dataset, split, flag_values.data_dir,
-                      flag_values.download,
-                      labels=flow.num_classes is not None)
+  images = run_lib.load_split(flow, dataset, split, flag_values.data_dir,
+                              flag_values.download,
+                              labels=flow.num_classes is not None)
   metrics = run_lib.evaluate(flow, images, flag_values.batch_size)
   if 'accuracy' in metrics:
     print(f"{split} accuracy: {metrics['accuracy']:.4f}", flush=True)

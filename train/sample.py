@@ -45,7 +45,6 @@ from cinc_tfp import flow as flow_lib
 from cinc_tfp import run as run_lib
 from . import cli_flags
 from . import common
-from . import evaluate
 
 FLAGS = flags.FLAGS
 
@@ -121,7 +120,7 @@ def _endpoints(flow, items, dataset, split, data_dir, download):
       picked.append(data.load_image_file(item, size, channels))
       continue
     if images is None:
-      images = evaluate.load_split(flow, dataset, split, data_dir, download)
+      images = run_lib.load_split(flow, dataset, split, data_dir, download)
     found = list(images.skip(int(item)).take(1))
     if not found:
       raise common.TrainError(
@@ -141,21 +140,10 @@ def _warn_if_not_finite(images, what):
           file=sys.stderr, flush=True)
 
 
-def _labels(flow, fv):
-  """The labels of `--labels`, checked against the flow (None if not given)."""
-  conditional = flow.num_classes is not None
-  if not conditional and (fv.labels or fv.per_class):
-    raise common.TrainError(
-        f"--{'labels' if fv.labels else 'per_class'}: this flow is "
-        f'unconditional; it has no classes.')
-  if fv.labels is None:
-    return None
-  labels = [int(label) for label in fv.labels]
-  if max(labels) >= flow.num_classes:
-    raise common.TrainError(
-        f'--labels: this flow has classes 0..{flow.num_classes - 1}, got '
-        f'{max(labels)}.')
-  return np.array(labels)
+def _labels(fv):
+  """The labels of `--labels` (None if not given); `TrainedFlow` checks them
+  against its classes."""
+  return None if fv.labels is None else np.array([int(l) for l in fv.labels])
 
 
 def run(flag_values=FLAGS):
@@ -163,7 +151,7 @@ def run(flag_values=FLAGS):
   fv = flag_values
   run_lib.check_writable(fv.output, '--output', directory=False)
   flow = cli_flags.trained_flow(fv)
-  labels = _labels(flow, fv)
+  labels = _labels(fv)
   if fv.interpolate:
     if flow.num_classes is not None and (labels is None or len(labels) != 2):
       raise common.TrainError(
@@ -181,8 +169,8 @@ def run(flag_values=FLAGS):
     grid = run_lib.class_grid(flow, fv.per_class, fv.temperature, fv.seed)
   else:
     count = fv.num_samples if labels is None else len(labels)
-    if labels is None and flow.num_classes is not None:
-      labels = np.arange(count) % flow.num_classes
+    if labels is None:
+      labels = run_lib.cycled_labels(flow, count)
     images = flow.sample(count, fv.temperature, [fv.seed, 0], labels)
     _warn_if_not_finite(images, 'samples')
     grid = data.image_grid(np.asarray(data.quantize(images, flow.n_bits)))
