@@ -8,6 +8,7 @@ ratios of timings taken side by side in one process mean anything: absolute
 times drift; `paired_ratio` takes them round by round.
 """
 
+import math
 import os
 import random
 import statistics
@@ -83,9 +84,9 @@ def paired_ratio(times, numerator, denominator):
 
 def _quantile(sorted_values, fraction):
   """The value at `fraction` of the way through `sorted_values` (nearest
-  rank)."""
-  return sorted_values[min(int(fraction * len(sorted_values)),
-                           len(sorted_values) - 1)]
+  rank: the first with at least that fraction of them at or below it)."""
+  rank = math.ceil(fraction * len(sorted_values))
+  return sorted_values[min(max(rank, 1), len(sorted_values)) - 1]
 
 
 def markdown(rows):
@@ -109,11 +110,14 @@ def processors():
 
 def use_threads(threads):
   """Limits TensorFlow to `threads` threads per op and for running ops side
-  by side (0: leave its defaults). Must run before TensorFlow runs any op."""
+  by side, and the pixel loop to as many (0: leave their defaults). Must run
+  before TensorFlow runs any op."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from benchmarks import pixel_loop  # pylint: disable=g-import-not-at-top
   if threads:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+    pixel_loop.use_threads(threads)
 
 
 def parse_shapes(text, flag='--shapes'):

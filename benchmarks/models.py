@@ -238,11 +238,21 @@ def _traced_sample(model, count):
   return tf.function(lambda: model.sample(count, seed=[0, 2]))
 
 
+def _on_cpu(function):
+  """`function`, its ops placed on the CPU whatever devices there are."""
+
+  def on_cpu(*args):
+    with tf.device('/CPU:0'):
+      return function(*args)
+
+  return on_cpu
+
+
 def time_served(image_shape, levels, depth, width, conv, coupling, counts,
                 repeats, rounds=7, seed=0):
   """(`{count: {call: {'memory': ms, 'served': ms}}}`, modules):
-  `sample` and `decode` of a `CIncFlow` in this process (traced with the
-  batch size fixed) and of its SavedModel, loaded in a fresh process that
+  `sample` and `decode` of a `CIncFlow` in this process on its CPU (traced
+  with the batch size fixed) and of its SavedModel, loaded in a fresh process that
   imports only TensorFlow and sees no GPU (the modules of this package or
   TFP it loaded are returned: none is expected).
 
@@ -253,15 +263,18 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
   calls each, compared by their medians, could not resolve a few percent
   here: docs/performance.md.)
   """
-  model = flow.CIncFlow(image_shape, levels=levels, depth=depth, width=width,
-                        conv=conv, coupling=coupling)
-  model.initialize(tf.random.stateless_uniform(
-      [16, *image_shape], [seed, 1], minval=-0.5, maxval=0.5))
+  with tf.device('/CPU:0'):  # Its weights too, on a machine with a GPU.
+    model = flow.CIncFlow(image_shape, levels=levels, depth=depth,
+                          width=width, conv=conv, coupling=coupling)
+    model.initialize(tf.random.stateless_uniform(
+        [16, *image_shape], [seed, 1], minval=-0.5, maxval=0.5))
   in_memory = {}
   for count in counts:
     z = tf.random.stateless_normal([count, model.num_dims], [seed, 3])
-    decode = tf.function(model.decode)
-    in_memory[count] = {'sample': _traced_sample(model, count),
+    sample = tf.function(_on_cpu(functools.partial(model.sample, count,
+                                                   seed=[0, 2])))
+    decode = tf.function(_on_cpu(model.decode))
+    in_memory[count] = {'sample': sample,
                         'decode': functools.partial(decode, z)}
   times = {count: {call: {'memory': [], 'served': []}
                     for call in ('sample', 'decode')} for count in counts}

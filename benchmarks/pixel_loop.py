@@ -22,6 +22,12 @@ def available():
   return numba is not None
 
 
+def use_threads(threads):
+  """Runs the batch's parallel loop on at most `threads` threads."""
+  if numba is not None:
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
 def _solve_top_left(y, kernel):
   """`x` with the top-left padded convolution of `x` equal to `y`.
 

@@ -191,6 +191,9 @@ def test_paired_ratio_is_the_median_of_the_pairs_ratios():
   assert harness.paired_ratio(times, 'new', 'old') == '3.00x (2.00-4.00)'
   assert harness.paired_ratio(times, 'other', 'new') == '2.50x (2.50-2.50)'
   assert harness.paired_ratio(times, 'new', 'missing') == '-'
+  # Quartiles by nearest rank: of four ratios, the first and the third.
+  four = {'a': [1., 2., 3., 4.], 'b': [1.] * 4}
+  assert harness.paired_ratio(four, 'a', 'b') == '2.50x (1.00-3.00)'
 
 
 def test_served_report_times_the_saved_model_in_a_tensorflow_only_process():
@@ -358,8 +361,7 @@ def test_quality_rows_are_checked():
 # The two ways `_run` fails: a row of the other benchmark (`models` checks
 # its rows as `quality` does, below), and data that does not load.
 @pytest.mark.parametrize('args, words', [
-    (['quality', '--models=Glow,CInC+affine (Glow params)'],
-     ['unknown', 'CInC+affine (Glow params)']),
+    (['models', '--models=Glow,1x1+quad'], ['1x1+quad']),
     (['quality', '--dataset=folder:/no/such/folder', '--models=Glow'],
      ['/no/such/folder']),
 ])
@@ -402,6 +404,16 @@ def test_threads_flag_limits_tensorflow_and_says_so():
   assert result.returncode == 0, result.stderr
   assert '| threads 1 |' in result.stdout.splitlines()[0]
   assert 'Emerging inv ms' in result.stdout
+
+
+def test_threads_limit_the_pixel_loop_too():
+  pytest.importorskip('numba')
+  result = subprocess.run(
+      [sys.executable, '-c', 'from benchmarks import harness; '
+       'harness.use_threads(1); import numba; print(numba.get_num_threads())'],
+      cwd=helpers.ROOT, env=helpers.env(), capture_output=True, text=True,
+      check=False, timeout=120)
+  assert result.stdout.strip() == '1', result.stderr
 
 
 def test_unknown_benchmark_fails_with_one_line():
