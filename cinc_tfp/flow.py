@@ -343,7 +343,8 @@ class CIncFlow(keras.Model):
       raise ValueError(
           f'CIncFlow: expected latent vectors of shape [B, {self.num_dims}], '
           f'got {z.shape}.')
-    z = _check_not_empty(z, 'latent vectors')
+    if z.shape[0] is not None:  # Else checked off the one-image path.
+      z = _check_not_empty(z, 'latent vectors')
     labels = self._check_labels(labels, _batch_size(z))
     x = self._decode(z, labels)
     if tf.executing_eagerly():
@@ -415,14 +416,18 @@ class CIncFlow(keras.Model):
     batch = z.shape[0]
 
     def several():
+      # A batch of unknown size is checked to hold images here, where a
+      # batch of one image does not pay for it (1-2%, docs/performance.md).
+      latents = z if batch is not None else _check_not_empty(
+          z, 'latent vectors')
       any_batch = adapted(lambda plan: plan.for_any_batch())
-      whole = lambda: inverse(z, labels, any_batch)
-      halves = lambda: _in_halves(inverse, z, labels, any_batch)
+      whole = lambda: inverse(latents, labels, any_batch)
+      halves = lambda: _in_halves(inverse, latents, labels, any_batch)
       if tf.executing_eagerly() or tf.config.list_logical_devices('GPU'):
         return whole()
       if batch is not None:
         return halves() if batch in SPLIT_BATCHES else whole()
-      size = tf.shape(z)[0]
+      size = tf.shape(latents)[0]
       return tf.cond(
           (size >= SPLIT_BATCHES.start) & (size < SPLIT_BATCHES.stop),
           _out_of_line(halves), _out_of_line(whole))
