@@ -75,7 +75,10 @@ def canonical_name(name):
   absolute (so that a run directory's config names the folder from any
   working directory), any other name as it is."""
   if name.startswith(_FOLDER_PREFIX):
-    return _FOLDER_PREFIX + _paths.resolve(name[len(_FOLDER_PREFIX):])
+    path = name[len(_FOLDER_PREFIX):]
+    if not path:
+      raise DataError(f"Dataset {name!r} names no folder: use 'folder:PATH'.")
+    return _FOLDER_PREFIX + _paths.resolve(path)
   return name
 
 

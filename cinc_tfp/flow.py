@@ -566,8 +566,11 @@ class CIncFlow(keras.Model):
   def predict_step(self, data):
     """`log_prob` of a batch, taken as `fit` and `evaluate` take it (Keras'
     own step would drop a dataset's labels)."""
-    while isinstance(data, (tuple, list)) and len(data) == 1:
-      data = data[0]  # Arrays given as `x=(images, labels)`, maybe nested.
+    # Arrays given as `x=(images, labels)` come in a 1-tuple, and Keras'
+    # multi-input form `((images, labels), y)` with a target to drop.
+    while isinstance(data, (tuple, list)) and (
+        len(data) == 1 or isinstance(data[0], (tuple, list))):
+      data = data[0]
     return self.log_prob(*self._images_and_labels(data, 'predict'))
 
   @_as_written

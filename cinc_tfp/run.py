@@ -412,6 +412,11 @@ class TrainedFlow:
                      f'{labels.tolist()!r}.')
     return (tf.constant(np.broadcast_to(labels, [count]), tf.int32),)
 
+  def check_labels(self, labels, count):
+    """Raises a `RunError` unless `labels` suit `count` images of this
+    flow (as its methods take them), before any work that needs them."""
+    self._labels(labels, count)
+
   def bits_per_dim(self, x, labels=None):
     """`[B]` bits per dimension of dequantized images `x`."""
     return self._served.bits_per_dim(
@@ -469,9 +474,10 @@ def _check_fits(trained, images, source):
   spec = (images.element_spec[0] if isinstance(images.element_spec, tuple)
           else images.element_spec)
   shape = tuple(spec.shape)
-  if shape != tuple(trained.image_shape):
-    found = (f'{shape[-1]} channel(s)' if shape[:2] == tuple(
-        trained.image_shape[:2]) else f'images of shape {shape}')
+  if not spec.shape.is_compatible_with(trained.image_shape):
+    found = (f'{shape[-1]} channel(s)' if tf.TensorShape(
+        shape[:2]).is_compatible_with(trained.image_shape[:2]) else
+             f'images of shape {shape}')
     raise RunError(
         f'The model takes images of shape {tuple(trained.image_shape)} '
         f'({trained.image_shape[-1]} channel(s)); {source} has {found}.')

@@ -146,7 +146,9 @@ def test_fit_on_image_label_pairs_and_evaluate_accuracy():
       one['bits_per_dim'], np.mean(model.bits_per_dim(x, labels)), rtol=1e-5)
   # predict takes what evaluate takes: the labelled dataset, or arrays.
   expected = model.log_prob(x, labels)
-  for given in (test.take(1), (x, labels)):
+  # Keras' multi-input form too, with a target that predict drops.
+  inputs_and_target = test.take(1).map(lambda x, y: ((x, y), y))
+  for given in (test.take(1), (x, labels), inputs_and_target):
     np.testing.assert_allclose(model.predict(given, batch_size=100, verbose=0),
                                expected, rtol=1e-5)
 

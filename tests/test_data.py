@@ -290,6 +290,8 @@ def test_canonical_name_resolves_a_folder_only(tmp_path, monkeypatch):
       f'folder:{os.path.expanduser("~")}/x')
   for name in (data.EMBEDDED, 'cifar10', 'folder:gs://bucket/images'):
     assert data.canonical_name(name) == name
+  with pytest.raises(data.DataError, match='names no folder'):
+    data.canonical_name('folder:')
 
 
 def test_bad_arguments():

@@ -116,7 +116,9 @@ def test_bad_sample_flags_are_flags_errors(args, words):
 
 @pytest.mark.parametrize('args, words', [
     (('--labels=1',), 'unconditional: it takes no labels'),
-    (('--labels=0,1', '--interpolate=0,1'), 'unconditional: it takes no labels'),
+    # Before any data is loaded (this folder does not exist).
+    (('--labels=0,1', '--interpolate=0,1', '--dataset=folder:/no/such'),
+     'unconditional: it takes no labels'),
     (('--per_class=2',), 'unconditional: it has no classes'),
 ])
 def test_classes_asked_of_an_unconditional_flow_are_an_error(
@@ -144,6 +146,14 @@ def test_evaluate_on_data_with_other_channels_is_an_error(run_dir, tmp_path):
        r'has images of shape \(4, 4, 3\)')):
     with pytest.raises(run_lib.RunError, match=found):
       run_lib.evaluate(trained, images)
+  # A dataset whose image shape is not known in advance is taken.
+  fitting = data.load_images(data.EMBEDDED, 'test', 8).take(5)
+  unknown = tf.data.Dataset.from_generator(
+      fitting.as_numpy_iterator,
+      output_signature=tf.TensorSpec([None, None, 1], tf.uint8))
+  np.testing.assert_allclose(
+      run_lib.evaluate(trained, unknown)['bits_per_dim'],
+      run_lib.evaluate(trained, fitting)['bits_per_dim'], rtol=1e-6)
 
 
 @pytest.mark.parametrize('source', ['model_dir', 'saved_model'])

@@ -305,3 +305,10 @@ def test_a_run_on_a_relative_folder_works_from_any_directory(
                                           '--model_dir=../runs/folder'))
   assert metrics['bits_per_dim'] == pytest.approx(
       result['test_bits_per_dim'], abs=1e-4)
+  # A run saved before folders were resolved resumes from where it started.
+  monkeypatch.chdir(tmp_path)
+  config_file = tmp_path / 'runs/folder/config.json'
+  config_file.write_text(json.dumps(dict(config, dataset='folder:images')))
+  train.run(helpers.parse(train.define_flags, *args, '--steps=6',
+                          '--dataset=folder:images'))
+  assert helpers.checkpoint_step(tmp_path / 'runs/folder') == 6

@@ -152,11 +152,14 @@ def run(flag_values=FLAGS):
   run_lib.check_writable(fv.output, '--output', directory=False)
   flow = cli_flags.trained_flow(fv)
   labels = _labels(fv)
+  if fv.interpolate and flow.num_classes is not None and (
+      labels is None or len(labels) != 2):
+    raise common.TrainError(
+        '--interpolate of a class-conditional flow: give the two images\' '
+        'classes as --labels=A,B.')
+  if labels is not None:  # Checked before any data is loaded.
+    flow.check_labels(labels, 2 if fv.interpolate else len(labels))
   if fv.interpolate:
-    if flow.num_classes is not None and (labels is None or len(labels) != 2):
-      raise common.TrainError(
-          '--interpolate of a class-conditional flow: give the two images\' '
-          'classes as --labels=A,B.')
     dataset = fv.dataset or flow.dataset or data.EMBEDDED
     split = fv.split or data.default_eval_split(dataset)
     row = flow.interpolate(_endpoints(flow, fv.interpolate, dataset, split,
