@@ -23,7 +23,7 @@ setuptools.setup(
         f'cinc-{name} = cinc_tfp.commands.{name}:main'
         for name in ('train', 'evaluate', 'sample', 'export')
     ] + ['cinc-benchmark = cinc_tfp.benchmarks.__main__:main']},
-    python_requires='>=3.10',
+    python_requires='>=3.11',  # Keras 3.15 and mlxtend 0.25 need 3.11.
     install_requires=[
         'tensorflow==2.21.0',
         'tensorflow-probability==0.25.0',
@@ -46,6 +46,6 @@ setuptools.setup(
         # (benchmarks/pixel_loop.py); the tests check it against the reference.
         'benchmark': ['numba>=0.60'],
         # pytest-xdist runs the suite on two processes (pytest.ini).
-        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'numba>=0.60'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.8', 'numba>=0.60'],
     },
 )
