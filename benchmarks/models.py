@@ -360,13 +360,13 @@ def run_served(image_shape=(32, 32, 3), levels=3, depth=8, width=128,
 def check_models(models, rows=MODELS):
   """A ValueError unless `models` names rows of the table `rows`, with
   'Glow' when a row is matched to its parameter count."""
-  names = [row[0] for row in rows]
+  names = list(dict.fromkeys(row[0] for row in rows))  # Tables share rows.
   if not models:
     raise ValueError(f'--models: name at least one of the rows {names}.')
   unknown = [name for name in models if name not in names]
   if unknown:
     raise ValueError(f'--models: unknown {unknown}; the rows are {names}.')
-  matched = [row[0] for row in rows if row[3] == 'matched']
+  matched = list(dict.fromkeys(row[0] for row in rows if row[3] == 'matched'))
   if 'Glow' not in models and set(matched) & set(models):
     raise ValueError(f'--models: {matched} are sized after Glow, so they '
                      f'need Glow too; got {list(models)}.')

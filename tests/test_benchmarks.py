@@ -350,6 +350,12 @@ def test_quality_reversed_rows_train_with_the_channels_reversed():
   assert plain[3] != reversed_[3]
 
 
+def test_the_flags_name_each_row_of_both_tables_once():
+  with pytest.raises(ValueError) as error:
+    models.check_models(['Nope'], models.MODELS + quality.ROWS)
+  assert str(error.value).count("'Glow'") == 1, error.value
+
+
 def test_quality_rows_are_checked():
   with pytest.raises(ValueError, match='unknown'):
     quality.check_rows(['Glow', 'Nope'])

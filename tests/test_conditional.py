@@ -253,7 +253,8 @@ def test_bad_labels_of_a_conditional_run_end_sample_with_one_line(
   model_dir, _ = conditional_run
   result = helpers.run('sample', f'--model_dir={model_dir}',
                        f'--output={tmp_path / "x.png"}', '--labels=3,12')
-  helpers.assert_fails_with_one_line(result, 'Labels must be in 0..9, got [3, 12]')
+  helpers.assert_fails_with_one_line(result,
+                                     'Labels must be in 0..9, got [3, 12]')
 
 
 @pytest.mark.parametrize('args, error, words', [
