@@ -252,9 +252,9 @@ def time_served(image_shape, levels, depth, width, conv, coupling, counts,
                 repeats, rounds=7, seed=0):
   """(`{count: {call: {'memory': ms, 'served': ms}}}`, modules):
   `sample` and `decode` of a `CIncFlow` in this process on its CPU (traced
-  with the batch size fixed) and of its SavedModel, loaded in a fresh process that
-  imports only TensorFlow and sees no GPU (the modules of this package or
-  TFP it loaded are returned: none is expected).
+  with the batch size fixed) and of its SavedModel, loaded in a fresh
+  process that imports only TensorFlow and sees no GPU (the modules of this
+  package or TFP it loaded are returned: none is expected).
 
   The two processes alternate single calls, `repeats` pairs in each of
   `rounds` rounds, the first of a pair taking turns, so that a change of

@@ -6,9 +6,8 @@ serves (`gs://...`, TensorFlow's in-memory `ram://...`):
 - `config.json`: every option that fixes the model or the course of training
   (`RUN_KEYS`): the flow's constructor arguments, the data (dataset, an image
   folder's path made absolute; image size, channels, bits) and the optimizer
-  settings. Written atomically when a
-  run first starts; a later start in the same directory must use the same
-  options (`RunDirectory.check_config`).
+  settings. Written atomically when a run first starts; a later start in the
+  same directory must use the same options (`RunDirectory.check_config`).
 - `ckpt-STEP.*` and the index `checkpoint`: `tf.train.Checkpoint`s of every
   weight (the ActNorms' `initialized` flags included) and of the optimizer
   (its step counter, moments and averaged weights), the newest

@@ -438,9 +438,9 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
 
   While `parameters` equal the plan's (compared when the solve runs), the
   solve takes the plan's matrices. Otherwise, or if the plan is for other
-  shapes or another corner, the kernel and its matrices are computed as in `solve_rows`. So a
-  plan is never stale, and the gradients (with respect to `y` and
-  `parameters`) are those of the plain solve.
+  shapes or another corner, the kernel and its matrices are computed as in
+  `solve_rows`. So a plan is never stale, and the gradients (with respect
+  to `y` and `parameters`) are those of the plain solve.
 
   Args:
     y: `[B, H, W, C]` images, as for `solve_rows`.
