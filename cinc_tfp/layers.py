@@ -101,7 +101,8 @@ class _PlanCache:
 
 class InvertibleConvLayer(keras.layers.Layer):
   """Weights of a `CIncConv2D`, `EmergingConv2D` or `Conv1x1`, initialized
-  by `bijectors.init` from `seed`.
+  by `bijectors.init` from `seed`; with `reverse_channels`, a convolution
+  whose output's channels come in reverse order (no weights of its own).
 
   Given the `image_size` (`(H, W)`) it transforms, a CInC or Emerging layer
   also keeps the `InversePlan`(s) of its latest weights, for its bijectors'
@@ -109,12 +110,13 @@ class InvertibleConvLayer(keras.layers.Layer):
   """
 
   def __init__(self, kind, channels, kernel_size=3, corner='top_left', seed=0,
-               image_size=None, **kwargs):
+               image_size=None, reverse_channels=False, **kwargs):
     super().__init__(**kwargs)
     if kind not in config.CONVS:
       raise ValueError(f'conv must be one of {config.CONVS}, got {kind!r}.')
     self.kind = kind
     self.corner = corner
+    self.reverse_channels = reverse_channels
     self.seed = seed
     self.image_size = (None if image_size is None or kind == '1x1' else
                        tuple(image_size))
@@ -148,6 +150,7 @@ class InvertibleConvLayer(keras.layers.Layer):
   def _bijector(self, **plan_arguments):
     parameters = {name: _value(getattr(self, name))
                   for name in self._parameter_names}
+    parameters['reverse_channels'] = self.reverse_channels
     if self.kind == 'cinc':
       return bijectors.CIncConv2D(**parameters, corner=self.corner,
                                   **plan_arguments)
@@ -238,21 +241,22 @@ class FlowStep(keras.layers.Layer):
   """One step of a flow: the weights of its ActNorm, its invertible
   convolution (`conv` of `config.CONVS`) and its coupling, each layer's
   seed drawn from `seed`; with `reverse_channels`, the channels reversed
-  between the convolution and the coupling (no weights)."""
+  between the convolution and the coupling (folded into the convolution,
+  see `CIncConv2D`)."""
 
   def __init__(self, conv, coupling, image_shape, width, kernel_size=3,
                corner='top_left', scale='sigmoid', seed=0,
                reverse_channels=False, **kwargs):
     super().__init__(**kwargs)
     channels = image_shape[-1]
-    self.reverse_channels = reverse_channels
     seeds = init.SeedStream(seed, 'FlowStep')
     with keras.name_scope(self.name):  # See CouplingLayer.
       self.actnorm = ActNormLayer(channels, dtype=self.dtype_policy,
                                   name='actnorm')
       self.conv = InvertibleConvLayer(
           conv, channels, kernel_size, corner, seed=seeds(),
-          image_size=image_shape[:2], dtype=self.dtype_policy, name=conv)
+          image_size=image_shape[:2], reverse_channels=reverse_channels,
+          dtype=self.dtype_policy, name=conv)
       self.coupling = CouplingLayer(coupling, image_shape, width, scale,
                                     seed=seeds(), dtype=self.dtype_policy,
                                     name=coupling)
@@ -260,24 +264,15 @@ class FlowStep(keras.layers.Layer):
 
   def bijectors(self, data_init=False, plan=True):
     """The step's bijectors in data-to-latent order (ActNorm, convolution,
-    the reversal if any, coupling), from the current weights; see
-    `ActNormLayer.bijector` for `data_init` and
-    `InvertibleConvLayer.bijector` for `plan`."""
+    coupling), from the current weights; see `ActNormLayer.bijector` for
+    `data_init` and `InvertibleConvLayer.bijector` for `plan`."""
     return [self.actnorm.bijector(data_init), self.conv.bijector(plan),
-            *self._reversal(), self.coupling.bijector()]
+            self.coupling.bijector()]
 
   def chain(self):
     """The step as one `tfb.Chain`, for an inverse inside training (the
     convolution's plain solve: see `InvertibleConvLayer.bijector`)."""
     return tfp.bijectors.Chain(self.bijectors(plan=False)[::-1])
-
-  def _reversal(self):
-    """`[tfb.Permute]` of the channels in reverse order, or `[]`."""
-    if not self.reverse_channels:
-      return []
-    channels = self.actnorm.channels
-    return [tfp.bijectors.Permute(np.arange(channels)[::-1], axis=-1,
-                                  name='reverse_channels')]
 
 
 class PriorLayer(keras.layers.Layer):

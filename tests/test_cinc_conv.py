@@ -89,11 +89,32 @@ def test_fast_inverse_agrees_with_raster_reference_and_xla():
 
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
-def test_planned_inverse_is_exact_and_only_for_its_own_weights(dtype):
+@pytest.mark.parametrize('corner', bijectors.CORNERS)
+def test_reversed_output_is_exact_and_folded_into_the_convolution(corner,
+                                                                  dtype):
+  parameters = bijector_checks.perturbed(
+      init.cinc_conv(3, seed=6, dtype=dtype), 0.2)
+  conv = bijectors.CIncConv2D(**parameters, corner=corner,
+                              reverse_channels=True)
+  bijector_checks.check_bijector(conv, (4, 5, 3), dtype)
+  x = tf.random.stateless_normal([2, 4, 5, 3], [3, 4], dtype=dtype)
+  np.testing.assert_allclose(
+      conv.forward(x),
+      bijectors.CIncConv2D(**parameters, corner=corner).forward(x)[..., ::-1],
+      **bijector_checks.TOLERANCE[dtype])
+  assert conv.reverse_channels and conv.plan_inverse(5).reverse_channels
+
+
+@pytest.mark.parametrize('reverse_channels', [False, True])
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_planned_inverse_is_exact_and_only_for_its_own_weights(
+    dtype, reverse_channels):
   conv = bijectors.CIncConv2D(**init.variables(bijector_checks.perturbed(
-      init.cinc_conv(3, seed=4, dtype=dtype), 0.2)), corner='top_right')
+      init.cinc_conv(3, seed=4, dtype=dtype), 0.2)), corner='top_right',
+                              reverse_channels=reverse_channels)
   planned = bijectors.CIncConv2D(conv.kernel, conv.log_diag, conv.bias,
                                  corner='top_right',
+                                 reverse_channels=reverse_channels,
                                  inverse_plan=conv.plan_inverse(5, 6))
   tolerance = bijector_checks.TOLERANCE[dtype]
   inverse = tf.function(planned.inverse)

@@ -17,6 +17,18 @@ def test_log_det_and_inverse_exact(shape, dtype):
   bijector_checks.check_bijector(conv, shape, dtype)
 
 
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_reversed_output_is_exact(dtype):
+  parameters = bijector_checks.perturbed(
+      init.conv1x1(3, seed=3, dtype=dtype), 0.2)
+  conv = bijectors.Conv1x1(**parameters, reverse_channels=True)
+  bijector_checks.check_bijector(conv, (4, 5, 3), dtype)
+  x = tf.random.stateless_normal([2, 4, 5, 3], [3, 4], dtype=dtype)
+  np.testing.assert_allclose(
+      conv.forward(x), bijectors.Conv1x1(**parameters).forward(x)[..., ::-1],
+      **bijector_checks.TOLERANCE[dtype])
+
+
 def test_starts_as_a_rotation_from_the_seed():
   conv = bijectors.Conv1x1(**init.conv1x1(4, seed=2, dtype=tf.float64))
   matrix = conv.matrix()

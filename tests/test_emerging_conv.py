@@ -79,11 +79,28 @@ def test_raster_reference_inverts_and_agrees_with_fast_inverse(dtype):
 
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
-def test_planned_inverse_is_exact_and_only_for_its_own_weights(dtype):
+def test_reversed_output_is_exact(dtype):
+  parameters = bijector_checks.perturbed(
+      init.emerging_conv(3, seed=5, dtype=dtype), 0.2)
+  conv = bijectors.EmergingConv2D(**parameters, reverse_channels=True)
+  bijector_checks.check_bijector(conv, (4, 5, 3), dtype)
+  x = tf.random.stateless_normal([2, 4, 5, 3], [3, 4], dtype=dtype)
+  np.testing.assert_allclose(
+      conv.forward(x),
+      bijectors.EmergingConv2D(**parameters).forward(x)[..., ::-1],
+      **bijector_checks.TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize('reverse_channels', [False, True])
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_planned_inverse_is_exact_and_only_for_its_own_weights(
+    dtype, reverse_channels):
   conv = bijectors.EmergingConv2D(**init.variables(bijector_checks.perturbed(
-      init.emerging_conv(3, seed=4, dtype=dtype), 0.2)))
+      init.emerging_conv(3, seed=4, dtype=dtype), 0.2)),
+                                  reverse_channels=reverse_channels)
   planned = bijectors.EmergingConv2D(
       conv.kernel_a, conv.kernel_b, conv.log_diag, conv.bias,
+      reverse_channels=reverse_channels,
       inverse_plan=conv.plan_inverse(5, 6))
   tolerance = bijector_checks.TOLERANCE[dtype]
   inverse = tf.function(planned.inverse)

@@ -195,6 +195,33 @@ def test_a_plan_of_other_weights_is_never_used():
         atol=1e-10)
 
 
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+@pytest.mark.parametrize('corner', triangular_conv.CORNERS)
+def test_plan_for_reversed_channels_solves_them_and_only_them(corner, dtype):
+  rng = np.random.default_rng(8)
+  kernel = _random_kernel(rng, 3, 3, corner, dtype)
+  x = tf.constant(rng.normal(size=[3, 5, 4, 3]), dtype)
+  y = triangular_conv.causal_conv2d(x, kernel, corner)
+  reversed_y = y[..., ::-1]
+  tolerance = bijector_checks.TOLERANCE[dtype]
+  solve = lambda y, plan, reverse: triangular_conv.solve_with_plan(  # pylint: disable=g-long-lambda
+      y, plan, [kernel], lambda k: k, corner, reverse_channels=reverse)
+  reversed_plan = triangular_conv.inverse_plan(kernel, 4, corner, height=5,
+                                               reverse_channels=True)
+  plain_plan = triangular_conv.inverse_plan(kernel, 4, corner, height=5)
+  assert reversed_plan.reverse_channels and not plain_plan.reverse_channels
+  # Many images by rows, one by the one-image kernel.
+  for images in (slice(None), slice(0, 1)):
+    np.testing.assert_allclose(solve(reversed_y[images], reversed_plan, True),
+                               x[images], **tolerance)
+  # A plan for the other order does not fit, so it is not used.
+  assert not plain_plan.fits([kernel], (5, 4, 3), corner, True)
+  assert not reversed_plan.fits([kernel], (5, 4, 3), corner, False)
+  np.testing.assert_allclose(solve(reversed_y, plain_plan, True), x,
+                             **tolerance)
+  np.testing.assert_allclose(solve(y, reversed_plan, False), x, **tolerance)
+
+
 def test_unchecked_plan_is_trusted_with_the_plain_gradients():
   # check=False skips the comparison: a stale plan then gives its own
   # kernel's inverse (what a caller that compared the weights itself must
@@ -221,23 +248,31 @@ def test_unchecked_plan_is_trusted_with_the_plain_gradients():
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize('mode', ['eager', 'function', 'xla'])
+@pytest.mark.parametrize('mode,reverse_channels', [
+    ('eager', False), ('function', False), ('xla', False), ('eager', True),
+    ('function', True)])
 @pytest.mark.parametrize('corner', triangular_conv.CORNERS)
 @pytest.mark.parametrize('batch', [1, 2])  # 1: by the one-image kernel.
-def test_planned_solve_has_the_gradients_of_the_plain_solve(corner, batch,
-                                                            mode):
+def test_planned_solve_has_the_gradients_of_the_plain_solve(
+    corner, batch, mode, reverse_channels):
   # The plan is made eagerly and used in a graph, as a layer's plans are.
   rng = np.random.default_rng(6)
   kernel = _random_kernel(rng, 3, 3, corner, tf.float64)
-  plan = triangular_conv.inverse_plan(kernel, 4, corner, height=5)
+  plan = triangular_conv.inverse_plan(kernel, 4, corner, height=5,
+                                      reverse_channels=reverse_channels)
   y = tf.constant(rng.normal(size=[batch, 5, 4, 3]))
   weights = tf.constant(rng.normal(size=[batch, 5, 4, 3]))
 
   def gradients(planned):  # The plan captured, as a layer's bijector holds it.
     with tf.GradientTape() as tape:
       tape.watch([y, kernel])
-      x = (_solve_with_plan(y, kernel, corner, plan) if planned
-           else triangular_conv.solve_rows(y, kernel, corner))
+      if planned:
+        x = triangular_conv.solve_with_plan(
+            y, plan, [kernel], lambda k: k, corner,
+            reverse_channels=reverse_channels)
+      else:
+        x = triangular_conv.solve_rows(
+            y[..., ::-1] if reverse_channels else y, kernel, corner)
       loss = tf.reduce_sum(weights * x**2)
     return tape.gradient(loss, [y, kernel])
 

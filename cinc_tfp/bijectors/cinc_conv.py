@@ -36,6 +36,12 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
   log|det J| = H * W * sum_c s[c].
   ```
 
+  With `reverse_channels`, the output's channels come in reverse order,
+  `y[..., ::-1]` (RealNVP's and Glow's "reverse" between steps), folded into
+  the convolution: the forward reverses the kernel's output axis and the
+  bias, the planned inverse takes the reversal into its matrices, so it
+  costs no op on the images.
+
   The inverse is exact forward substitution, one image row at a time (`H`
   sequential steps, see `triangular_conv.solve_rows`). Its matrices depend
   on the weights only: `plan_inverse(W)` computes them once, and a
@@ -58,6 +64,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
                bias=None,
                *,
                corner='top_left',
+               reverse_channels=False,
                inverse_plan=None,
                check_plan=True,
                validate_args=False,
@@ -72,6 +79,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
       bias: `[C]` bias, or `None` for none.
       corner: padded corner: 'top_left', 'top_right', 'bottom_left' or
         'bottom_right'.
+      reverse_channels: reverse the channels of the output.
       inverse_plan: optional `triangular_conv.InversePlan` from
         `plan_inverse`, for images of its width, or a function of no
         arguments that returns one (called only when an inverse is built).
@@ -95,6 +103,7 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
         raise ValueError(
             f'CIncConv2D: kernel must have shape [k, k, C, C], got {shape}.')
       self._corner = corner
+      self._reverse_channels = bool(reverse_channels)
       self._inverse_plan = inverse_plan
       self._check_plan = check_plan
       self._channels = shape[-1]
@@ -136,6 +145,10 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
   def corner(self):
     return self._corner
 
+  @property
+  def reverse_channels(self):
+    return self._reverse_channels
+
   def _pixel_log_det(self):
     if self._log_diag is None:
       return None
@@ -159,29 +172,35 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
       diagonal = tf.exp(_util.bounded_log_diagonal(log_diag))
     return triangular_conv.triangular_kernel(kernel, diagonal, self._corner)
 
+  def _reversed(self, tensor):
+    """`tensor` with its last axis reversed if the output's channels are."""
+    if not self._reverse_channels or tensor is None:
+      return tensor
+    return tf.reverse(tensor, [-1])
+
   def _forward(self, x):
     images, restore = self._images(x)
-    y = triangular_conv.causal_conv2d(images, self.effective_kernel(),
-                                      self._corner)
+    y = triangular_conv.causal_conv2d(
+        images, self._reversed(self.effective_kernel()), self._corner)
     if self._bias is not None:
-      y += self._bias
+      y += self._reversed(self._bias)
     return restore(y)
 
   def plan_inverse(self, width, height=None):
     """The `InversePlan` of the current weights, for images `width` pixels
     wide (and `height` high: see `triangular_conv.inverse_plan`)."""
-    return triangular_conv.inverse_plan(self.effective_kernel(), width,
-                                        self._corner, self.plan_parameters(),
-                                        height)
+    return triangular_conv.inverse_plan(
+        self.effective_kernel(), width, self._corner, self.plan_parameters(),
+        height, reverse_channels=self._reverse_channels)
 
   def _inverse(self, y):
     plan = _util.called(self._inverse_plan)
     if plan is None:
       return self._solve(y, triangular_conv.solve_rows)
-    images, restore = self._images_without(self._bias, y)
+    images, restore = self._images_without(self._reversed(self._bias), y)
     return restore(triangular_conv.solve_with_plan(
         images, plan, self.plan_parameters(), self._kernel_of, self._corner,
-        check=self._check_plan))
+        check=self._check_plan, reverse_channels=self._reverse_channels))
 
   def inverse_reference(self, y):
     """The inverse by the plain pixel-by-pixel solver (slow; for tests and
@@ -189,7 +208,9 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
     return self._solve(y, triangular_conv.solve_raster)
 
   def _solve(self, y, solver):
-    """Undoes the bias, then the convolution with `solver`."""
-    images, restore = self._images_without(self._bias, y)
-    return restore(solver(images, self.effective_kernel(), self._corner))
+    """Undoes the bias and the reversal, then the convolution with
+    `solver`."""
+    images, restore = self._images_without(self._reversed(self._bias), y)
+    return restore(solver(self._reversed(images), self.effective_kernel(),
+                          self._corner))
 

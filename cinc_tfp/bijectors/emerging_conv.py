@@ -27,6 +27,9 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
   log|det J| = H * W * sum_c s[c].
   ```
 
+  With `reverse_channels`, the output's channels come in reverse order,
+  folded into the second factor (see `CIncConv2D`).
+
   The inverse undoes the two factors in turn, each by `CIncConv2D`'s solver,
   so it costs two sequential solves where CInC needs one. Its two `2 x 2`
   kernels hold `8 C^2` weights (about `7 C^2` free once the diagonal taps are
@@ -40,6 +43,7 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
                log_diag=None,
                bias=None,
                *,
+               reverse_channels=False,
                inverse_plan=None,
                check_plan=True,
                validate_args=False,
@@ -53,6 +57,7 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
         diagonal tap (its log, softly bounded to [-8, 8]); `None` means a
         unit diagonal.
       bias: `[C]` bias, or `None`.
+      reverse_channels: reverse the channels of the output.
       inverse_plan: optional pair of `triangular_conv.InversePlan`s from
         `plan_inverse` (the first factor's, the second's), or a function of
         no arguments that returns one (called when an inverse is built).
@@ -69,7 +74,8 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
           kernel_a, log_diag, corner='top_left', inverse_plan=plan(0),
           check_plan=check_plan, validate_args=validate_args, name='first')
       self._second = cinc_conv.CIncConv2D(
-          kernel_b, None, bias, corner='bottom_right', inverse_plan=plan(1),
+          kernel_b, None, bias, corner='bottom_right',
+          reverse_channels=reverse_channels, inverse_plan=plan(1),
           check_plan=check_plan, validate_args=validate_args, name='second')
       for kernel in (self._first.kernel, self._second.kernel):
         if kernel.shape[:2] != [2, 2]:
@@ -123,6 +129,10 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
   @property
   def bias(self):
     return self._second.bias
+
+  @property
+  def reverse_channels(self):
+    return self._second.reverse_channels
 
   def _pixel_log_det(self):
     return self._first._pixel_log_det()  # pylint: disable=protected-access

@@ -327,16 +327,22 @@ class InversePlan(typing.NamedTuple):
       uses it for batches known to hold one image; a plan without, for any
       batch (its caller knows it holds one: `CIncFlow.decode` of a batch of
       unknown size).
+    reverse_channels: whether it inverts the convolution followed by a
+      reversal of the channels: the reversal is folded into its matrices
+      (the rows of `T^-1` and the input axis of `one_image`), so it costs
+      the solve nothing.
   """
   parameters: typing.Tuple[tf.Tensor, ...]
   corner: str
   rows: typing.Optional[tf.Tensor]
   one_image: typing.Optional[tf.Tensor] = None
+  reverse_channels: bool = False
 
-  def fits(self, parameters, image_shape, corner):
+  def fits(self, parameters, image_shape, corner, reverse_channels=False):
     """Whether the plan has the shapes of `parameters` and is for images of
-    `image_shape` (`(H, W, C)`) padded on `corner` (values are compared
-    when a solve runs)."""
+    `image_shape` (`(H, W, C)`) padded on `corner`, with the channels
+    reversed after the convolution or not (values are compared when a
+    solve runs)."""
     shapes = lambda tensors: [tuple(t.shape) for t in tensors]  # pylint: disable=g-long-lambda
     _, width, channels = image_shape
     if self.rows is None:
@@ -344,6 +350,7 @@ class InversePlan(typing.NamedTuple):
     else:
       size_fits = self.rows.shape[-1] == width * channels
     return (corner == self.corner and size_fits and
+            reverse_channels == self.reverse_channels and
             shapes(self.parameters) == shapes(parameters))
 
   def for_one_image(self):
@@ -375,7 +382,7 @@ class InversePlan(typing.NamedTuple):
 
 
 def inverse_plan(kernel, width, corner='top_left', parameters=None,
-                 height=None):
+                 height=None, reverse_channels=False):
   """The `InversePlan` of `kernel` for images `width` pixels wide (and
   `height` high, if given): the matrices of `solve_rows`, and for a small
   enough image the `inverse_kernel`, computed in float64 and cast to
@@ -390,36 +397,52 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None,
       `solve_with_plan` uses the plan only while its parameters equal
       these, so a bijector can key its plan on its raw weights.
     height: image height `H`, if known.
+    reverse_channels: plan the inverse of the convolution followed by a
+      reversal of the channels, `y[..., ::-1]` (see
+      `InversePlan.reverse_channels`).
   """
   check_corner(corner)
   one_image_height = (height if height is not None and
                       height * width <= ONE_CONV_MAX_PIXELS else None)
-  rows, one_image = _plan_matrices(width, one_image_height, corner)(kernel)
+  rows, one_image = _plan_matrices(width, one_image_height, corner,
+                                   bool(reverse_channels))(kernel)
   parameters = kernel if parameters is None else parameters
   if not isinstance(parameters, (tuple, list)):
     parameters = (parameters,)
   return InversePlan(tuple(tf.convert_to_tensor(p) for p in parameters),
-                     corner, rows, one_image)
+                     corner, rows, one_image, bool(reverse_channels))
 
 
 @functools.lru_cache(maxsize=None)
-def _plan_matrices(width, one_image_height, corner):
+def _plan_matrices(width, one_image_height, corner, reverse_channels):
   """A traced function of a kernel: its row matrices and, given
   `one_image_height`, its `inverse_kernel` (else None), computed in float64
-  and cast to its dtype. One per image size and corner (traced once per
+  and cast to its dtype; with `reverse_channels`, both for inputs whose
+  channels are reversed. One per image size and corner (traced once per
   kernel shape), so that the layers of a flow that share them share one
   graph: tracing a `decode` that can make its plans afresh took 2.4-3 s for
   the default model when each layer's plan was made inline."""
 
   def matrices(kernel):
+    channels = kernel.shape[-1]
     wide = tf.cast(kernel, tf.float64)
     rows = row_matrices(_top_left_kernel(wide, corner), width,
                         mirrored=corner.endswith('right'))
     one_image = None
     if one_image_height is not None:
-      one_image = tf.cast(
-          _inverse_kernel_by_rows(rows, one_image_height, width,
-                                  kernel.shape[-1], corner), kernel.dtype)
+      one_image = _inverse_kernel_by_rows(rows, one_image_height, width,
+                                          channels, corner)
+    if reverse_channels:
+      # Only T^-1 multiplies the input, one pixel's channels per C rows.
+      k, size = rows.shape[0], width * channels
+      solved_input = tf.reshape(
+          tf.reverse(tf.reshape(rows[k - 1], [width, channels, size]), [1]),
+          [1, size, size])
+      rows = tf.concat([rows[:k - 1], solved_input], axis=0)
+      if one_image is not None:
+        one_image = tf.reverse(one_image, [2])
+    if one_image is not None:
+      one_image = tf.cast(one_image, kernel.dtype)
     return tf.cast(rows, kernel.dtype), one_image
 
   return tf.function(matrices, autograph=False)
@@ -433,7 +456,7 @@ def plan_is_current(plan, parameters):
 
 
 def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
-                    check=True):
+                    check=True, reverse_channels=False):
   """`solve_rows(y, kernel_fn(*parameters), corner)`, by `plan` when it can.
 
   While `parameters` equal the plan's (compared when the solve runs), the
@@ -451,11 +474,19 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
     check: whether to compare `parameters` with the plan's; `False` when
       the caller knows they are equal (`plan_is_current`), which saves the
       comparison and the `tf.cond` around the two solves.
+    reverse_channels: `y` is the convolution's output with its channels
+      reversed: solves `solve_rows(y[..., ::-1], ...)`, by a plan made for
+      it (`inverse_plan(..., reverse_channels=True)`) at no extra cost.
   """
   check_corner(corner)
   parameters = tuple(tf.convert_to_tensor(p) for p in parameters)
-  solve = lambda y, *parameters: solve_rows(y, kernel_fn(*parameters), corner)  # pylint: disable=g-long-lambda
-  if not plan.fits(parameters, y.shape[1:], corner):
+  reverse = ((lambda images: tf.reverse(images, [-1])) if reverse_channels
+             else (lambda images: images))
+
+  def solve(y, *parameters):
+    return solve_rows(reverse(y), kernel_fn(*parameters), corner)
+
+  if not plan.fits(parameters, y.shape[1:], corner, reverse_channels):
     return solve(y, *parameters)
   # Eager tensors of a plan made outside a graph being built enter it as
   # constants: its gradient function could not capture them.
@@ -467,19 +498,19 @@ def solve_with_plan(y, plan, parameters, kernel_fn, corner='top_left',
 
     def gradient(dx):
       # x = A^-1 y, A the convolution by the kernel as the solve reads it
-      # (`_as_solved`): the gradient for y is A^-T dx, which is the plan's
-      # solve differentiated (it is linear in y); and as A x = y holds, the
-      # parameters' is that of A x at the solved x, for the output gradient
-      # -A^-T dx.
+      # (`_as_solved`), then the reversal if any: the gradient for y is
+      # A^-T dx, which is the plan's solve differentiated (it is linear in
+      # y); and as A x = y holds, the parameters' is that of A x at the
+      # solved x, for the output gradient -A^-T dx.
       with tf.GradientTape() as tape:
         tape.watch(y)
         solved = _solve_by_plan(y, plan, corner)
       dy = tape.gradient(solved, y, output_gradients=dx)
       with tf.GradientTape() as tape:
         tape.watch(parameters)
-        y_of_x = causal_conv2d(tf.stop_gradient(x),
-                               _as_solved(kernel_fn(*parameters), corner),
-                               corner)
+        y_of_x = reverse(causal_conv2d(
+            tf.stop_gradient(x), _as_solved(kernel_fn(*parameters), corner),
+            corner))
       return [dy, *tape.gradient(y_of_x, parameters, output_gradients=-dy)]
 
     return x, gradient
