@@ -3,7 +3,7 @@
 Every row is a flow trained on the same data with the same recipe and
 budget, once per seed, and scored on the held-out split. The `CIncFlow`
 rows (CInC, Emerging and Glow's 1x1 convolutions, each with quad and affine
-couplings; CInC and Emerging again with `reverse_channels`; the quad flows
+couplings; CInC and Emerging again without `reverse_channels`; the quad flows
 again at the width whose parameter count matches the 'Glow' row's) are whole runs of `cinc_tfp.trainer.train`, as the train
 command makes them: `fit` with the optimizer of `cinc_tfp.training`, the
 averaged weights swapped in, then `cinc_tfp.run.evaluate`. TFP's own
@@ -44,22 +44,23 @@ __all__ = ['MODEL', 'RECIPE', 'ROWS', 'TFPGlowFlow', 'check_rows', 'run_quality'
 # Rows: (name, conv, coupling, width, reverse_channels) of a `CIncFlow`, or
 # no conv for TFP's `tfb.Glow`. Width `None` is the `width` argument;
 # 'matched' the width that brings the parameter count closest to the 'Glow'
-# row's.
+# row's. `reverse_channels` `None` is `FlowConfig`'s default (on for CInC
+# and Emerging, off for 1x1); the "no reversal" rows are the papers' steps.
 ROWS = (
-    ('CInC+quad', 'cinc', 'quad', None, False),
-    ('CInC+affine', 'cinc', 'affine', None, False),
-    ('Emerging+quad', 'emerging', 'quad', None, False),
-    ('Emerging+affine', 'emerging', 'affine', None, False),
-    ('1x1+quad', '1x1', 'quad', None, False),
-    ('Glow', '1x1', 'affine', None, False),
-    ('CInC+quad (reversed)', 'cinc', 'quad', None, True),
-    ('CInC+affine (reversed)', 'cinc', 'affine', None, True),
-    ('Emerging+quad (reversed)', 'emerging', 'quad', None, True),
-    ('Emerging+affine (reversed)', 'emerging', 'affine', None, True),
-    ('CInC+quad (Glow params)', 'cinc', 'quad', 'matched', False),
-    ('Emerging+quad (Glow params)', 'emerging', 'quad', 'matched', False),
-    ('1x1+quad (Glow params)', '1x1', 'quad', 'matched', False),
-    ('TFP Glow', None, None, 'matched', False),
+    ('CInC+quad', 'cinc', 'quad', None, None),
+    ('CInC+affine', 'cinc', 'affine', None, None),
+    ('Emerging+quad', 'emerging', 'quad', None, None),
+    ('Emerging+affine', 'emerging', 'affine', None, None),
+    ('1x1+quad', '1x1', 'quad', None, None),
+    ('Glow', '1x1', 'affine', None, None),
+    ('CInC+quad (no reversal)', 'cinc', 'quad', None, False),
+    ('CInC+affine (no reversal)', 'cinc', 'affine', None, False),
+    ('Emerging+quad (no reversal)', 'emerging', 'quad', None, False),
+    ('Emerging+affine (no reversal)', 'emerging', 'affine', None, False),
+    ('CInC+quad (Glow params)', 'cinc', 'quad', 'matched', None),
+    ('Emerging+quad (Glow params)', 'emerging', 'quad', 'matched', None),
+    ('1x1+quad (Glow params)', '1x1', 'quad', 'matched', None),
+    ('TFP Glow', None, None, 'matched', None),
 )
 # The default model and budget: every row, 3 seeds, in about 50 minutes on
 # two cores (also the command's defaults).

@@ -25,15 +25,16 @@ CORNER_CYCLE = 'cycle'
 
 
 def _option(default, help_text, choices=None, lower=1, upper=None, odd=False,
-            from_data=False):
+            from_data=False, boolean=None):
   """A field of `FlowConfig`: an int in `[lower, upper]` (odd if `odd`; also
   `None` when that is the default), one of `choices`, or a bool when
-  `default` is one. `from_data`: set from the dataset by the commands, not a
-  flag of its own."""
+  `default` is one or `boolean` is true (a boolean whose default `None`
+  `FlowConfig` resolves). `from_data`: set from the dataset by the
+  commands, not a flag of its own."""
   return dataclasses.field(default=default, metadata=dict(
       help=help_text, choices=choices, lower=lower, upper=upper, odd=odd,
-      boolean=isinstance(default, bool), optional=default is None,
-      from_data=from_data))
+      boolean=isinstance(default, bool) if boolean is None else boolean,
+      optional=default is None, from_data=from_data))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +57,14 @@ class FlowConfig:
   corner: str = _option(CORNER_CYCLE, 'Padded corner of the CInC '
                         "convolutions ('cycle': each corner in turn, step "
                         'after step).', choices=(CORNER_CYCLE,) + CORNERS)
-  reverse_channels: bool = _option(
-      False, "Reverse the channels between each step's convolution and its "
-      'coupling (RealNVP\'s and Glow\'s "reverse"), so that each coupling '
-      'conditions on what the one before transformed: the triangular centre '
-      'tap of a CInC or Emerging convolution passes channels one way only.')
+  reverse_channels: typing.Optional[bool] = _option(
+      None, "Reverse the channels between each step's convolution and its "
+      'coupling (RealNVP\'s and Glow\'s "reverse", folded into the '
+      'convolution at no cost), so that each coupling conditions on what the '
+      'one before transformed: the triangular centre tap of a CInC or '
+      'Emerging convolution passes channels one way only. Default: on for '
+      "CInC and Emerging, off for Glow's 1x1, which mixes every channel "
+      "itself (the papers' flow steps have no reversal).", boolean=True)
   n_bits: int = _option(8, 'Bits per channel of the data (8, or fewer as in '
                         'Glow).', upper=8)
   seed: int = _option(0, 'Seed of the initial weights (and of the data order, '
@@ -91,6 +95,8 @@ class FlowConfig:
     for field in self.options():
       object.__setattr__(self, field.name,
                          _checked(field, getattr(self, field.name)))
+    if self.reverse_channels is None:
+      object.__setattr__(self, 'reverse_channels', self.conv != '1x1')
     height, width, _ = self.image_shape
     if height % 2**self.levels or width % 2**self.levels:
       raise ValueError(

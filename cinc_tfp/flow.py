@@ -151,6 +151,12 @@ class CIncFlow(keras.Model):
     return dict(self.config.as_dict(), name=self.name,
                 dtype=self.dtype_policy.name)
 
+  @classmethod
+  def from_config(cls, config):
+    # A config written before `reverse_channels` existed describes a flow
+    # without the reversal, whatever the default is now.
+    return cls(**dict(dict(reverse_channels=False), **config))
+
   # The flow as TFP objects.
 
   def bijector(self, data_init=False, recompute=False, labels=None):

@@ -44,7 +44,7 @@ __all__ = [
     'CONFIG_FILE', 'RUN_KEYS', 'MODEL_KEYS', 'RunDirectory', 'RunError',
     'TrainedFlow', 'build_model', 'build_optimizer', 'check_writable',
     'class_grid', 'cycled_labels', 'evaluate', 'load_split', 'resolve',
-    'restore', 'sample_grid', 'training_stream'
+    'resolved', 'restore', 'sample_grid', 'training_stream'
 ]
 
 CONFIG_FILE = 'config.json'
@@ -69,7 +69,8 @@ _OPTIONAL_KEYS = tuple(option.name
                        for option in config_lib.FlowConfig.options()
                        if option.metadata['optional'])
 # Keys added after runs were first written, with the value those runs had.
-_ADDED_KEYS = {'recompute': False, 'num_classes': None}
+_ADDED_KEYS = {'recompute': False, 'num_classes': None,
+               'reverse_channels': False}
 
 
 class RunError(Exception):
@@ -245,6 +246,20 @@ class RunDirectory:
     restore(tf.train.Checkpoint(model=model, optimizer=optimizer), path)
     training.use_averaged_weights(model, optimizer)
     return model, config, int(optimizer.iterations.numpy())
+
+
+def resolved(config):
+  """`config` (a dict of run keys) with every model option as
+  `config_lib.FlowConfig` resolves it (defaults filled in, `None` defaults
+  made explicit), so that `config.json` records the flow trained even if a
+  default changes later; a bad option is a `RunError`."""
+  try:
+    options = config_lib.FlowConfig(
+        (config['image_size'], config['image_size'], config['channels']),
+        **{key: config[key] for key in MODEL_KEYS if key in config}).as_dict()
+  except ValueError as error:
+    raise RunError(str(error)) from error
+  return dict(config, **{key: options[key] for key in MODEL_KEYS})
 
 
 def build_model(config):

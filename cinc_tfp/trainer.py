@@ -182,7 +182,7 @@ def data_and_config(options):
       dataset=name, image_size=size, channels=int(image_spec.shape[-1]),
       num_classes=(len(data.class_names(name, options['data_dir']))
                    if conditional else None))
-  return train_images, test_images, config
+  return train_images, test_images, run_lib.resolved(config)
 
 
 def _restore_or_start(config, strategy, run_dir, write_dir, interval, chief):

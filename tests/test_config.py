@@ -68,24 +68,51 @@ def test_bad_image_shapes_are_a_clear_error():
     config.FlowConfig((8, 8, 0))
 
 
-def test_recompute_is_a_switch_and_old_run_configs_read_as_off(tmp_path):
+@pytest.mark.parametrize('option', ['recompute', 'reverse_channels'])
+def test_switches_and_old_run_configs_read_as_off(option, tmp_path):
   flag_values = flags.FlagValues()
   cli_flags.define_data_flags(flag_values)
   cli_flags.define_model_flags(flag_values, dict(batch_size=8))
-  flag_values(['prog', '--recompute'])
-  assert flag_values.recompute is True
+  flag_values(['prog', f'--{option}'])
+  assert flag_values[option].value is True
   saved = dict(dataset='embedded', image_size=8, channels=1, batch_size=8,
                optimizer='adamax', learning_rate=1e-3, warmup_steps=0, ema=0.,
-               **config.FlowConfig((8, 8, 1), recompute=True).as_dict())
+               **config.FlowConfig((8, 8, 1), **{option: True}).as_dict())
   del saved['image_shape']
   run_dir = run.RunDirectory(tmp_path / 'run')
   run_dir.write_config(saved)
-  assert run_dir.read_config()['recompute'] is True
+  assert run_dir.read_config()[option] is True
   # A run written before the option existed: trained with it off.
-  del saved['recompute']
+  del saved[option]
   (tmp_path / 'run' / 'config.json').write_text(json.dumps(saved))
-  assert run_dir.read_config()['recompute'] is False
+  assert run_dir.read_config()[option] is False
   (tmp_path / 'run' / 'config.json').write_text(
-      json.dumps(dict(saved, recompute=1)))
-  with pytest.raises(run.RunError, match=r'wrong type: recompute \(1\)'):
+      json.dumps(dict(saved, **{option: 1})))
+  with pytest.raises(run.RunError, match=rf'wrong type: {option} \(1\)'):
     run_dir.read_config()
+
+
+def test_channels_are_reversed_by_default_where_the_convolution_needs_it():
+  assert config.FlowConfig((8, 8, 3)).reverse_channels is True
+  assert config.FlowConfig((8, 8, 3), conv='emerging').reverse_channels is True
+  assert config.FlowConfig((8, 8, 3), conv='1x1').reverse_channels is False
+  for conv in config.CONVS:
+    for value in (False, True):
+      made = config.FlowConfig((8, 8, 3), conv=conv, reverse_channels=value)
+      assert made.reverse_channels is value
+      assert made.as_dict()['reverse_channels'] is value
+  flag_values = flags.FlagValues()
+  cli_flags.define_data_flags(flag_values)
+  cli_flags.define_model_flags(flag_values, dict(batch_size=8))
+  flag_values(['prog', '--noreverse_channels'])
+  assert flag_values.reverse_channels is False
+  # A run's configuration records the value, not the default.
+  options = dict(dataset='embedded', image_size=8, channels=1, conv='1x1',
+                 reverse_channels=None)
+  filled = run.resolved(options)
+  expected = config.FlowConfig((8, 8, 1), conv='1x1').as_dict()
+  del expected['image_shape']
+  assert filled == dict(options, **expected)
+  assert filled['reverse_channels'] is False
+  with pytest.raises(run.RunError, match='levels must be a positive int'):
+    run.resolved(dict(options, levels=0))

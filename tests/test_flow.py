@@ -235,10 +235,10 @@ def test_config_round_trip_keeps_every_option():
 
 
 def test_reversed_channels_sit_between_each_convolution_and_its_coupling():
-  plain = tiny_flow('cinc', 'affine', dtype='float64')
+  plain = tiny_flow('cinc', 'affine', dtype='float64', reverse_channels=False)
   reversed_ = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=2, depth=2, width=8,
                                 conv='cinc', coupling='affine',
-                                dtype='float64', reverse_channels=True)
+                                dtype='float64')  # Reversed by default.
   reversed_.set_weights(plain.get_weights())  # No weights of its own.
   x = tf.random.stateless_uniform((2,) + IMAGE_SHAPE, [3, 5], -0.5, 0.5,
                                   dtype=tf.float64)

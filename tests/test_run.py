@@ -63,6 +63,10 @@ def test_run_directory_in_any_form_trains_resumes_evaluates_and_exports(
   run_dir = run_lib.RunDirectory(path)
   assert run_dir.latest_checkpoint() == os.path.join(run_dir.path, 'ckpt-4')
   assert run_dir.read_config()['recompute'] == bool(recompute)
+  # The default CInC flow reverses its channels: saved as a value, not as
+  # the default, so that the run restores the same flow if the default
+  # changes.
+  assert run_dir.read_config()['reverse_channels'] is True
 
   bits = evaluate.run(helpers.parse(evaluate.define_flags,
                                     f'--model_dir={path}'))[1]['bits_per_dim']
