@@ -73,3 +73,14 @@ def check_bijector(bijector, event_shape, dtype, seed=0):
   ys = tf.identity(bijector.forward(generator.normal(xs.shape, dtype=dtype)))
   np.testing.assert_allclose(bijector.forward(tf.identity(bijector.inverse(ys))),
                              ys, **TOLERANCE[dtype])
+
+
+def check_reversed_output(make, dtype, event_shape=(4, 5, 3)):
+  """Asserts that `make(reverse_channels=True)` passes `check_bijector` and
+  outputs `make()`'s output with its channels reversed; returns it."""
+  bijector = make(reverse_channels=True)
+  check_bijector(bijector, event_shape, dtype)
+  x = tf.random.stateless_normal([2] + list(event_shape), [3, 4], dtype=dtype)
+  np.testing.assert_allclose(bijector.forward(x), make().forward(x)[..., ::-1],
+                             **TOLERANCE[dtype])
+  return bijector
