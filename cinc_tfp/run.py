@@ -67,7 +67,14 @@ _BOOL_KEYS = tuple(option.name for option in config_lib.FlowConfig.options()
                    if option.metadata['boolean'])
 _OPTIONAL_KEYS = tuple(option.name
                        for option in config_lib.FlowConfig.options()
-                       if option.metadata['optional'])
+                       if option.metadata['optional'] and
+                       not option.metadata['boolean'])
+# Switches whose default `None` FlowConfig resolves from other options: a run
+# records the resolved value, and resuming it with the switch unset keeps it.
+_RESOLVED_KEYS = tuple(option.name
+                       for option in config_lib.FlowConfig.options()
+                       if option.metadata['optional'] and
+                       option.metadata['boolean'])
 # Keys added after runs were first written, with the value those runs had.
 _ADDED_KEYS = {'recompute': False, 'num_classes': None,
                'reverse_channels': False}
@@ -248,11 +255,16 @@ class RunDirectory:
     return model, config, int(optimizer.iterations.numpy())
 
 
-def resolved(config):
+def resolved(config, saved=None):
   """`config` (a dict of run keys) with every model option as
   `config_lib.FlowConfig` resolves it (defaults filled in, `None` defaults
   made explicit), so that `config.json` records the flow trained even if a
-  default changes later; a bad option is a `RunError`."""
+  default changes later; a bad option is a `RunError`. Given the `saved`
+  configuration of a run being resumed, a switch left unset (`None`) takes
+  its saved value rather than today's default."""
+  if saved is not None:
+    config = dict(config, **{key: saved[key] for key in _RESOLVED_KEYS
+                             if config.get(key) is None})
   try:
     options = config_lib.FlowConfig(
         (config['image_size'], config['image_size'], config['channels']),

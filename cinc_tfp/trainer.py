@@ -164,9 +164,10 @@ def _samples_per_row(trained):
   return max(SAMPLES_PER_ROW, trained.num_classes or 0)
 
 
-def data_and_config(options):
+def data_and_config(options, saved=None):
   """Train and held-out `uint8` datasets (of `(image, label)` pairs for a
-  conditional run), and the run configuration."""
+  conditional run), and the run configuration (see `run.resolved` for
+  `saved`)."""
   name = data.canonical_name(options['dataset'])
   size = options['image_size'] or data.default_image_size(name)
   split = options['eval_split'] or data.default_eval_split(name)
@@ -182,7 +183,7 @@ def data_and_config(options):
       dataset=name, image_size=size, channels=int(image_spec.shape[-1]),
       num_classes=(len(data.class_names(name, options['data_dir']))
                    if conditional else None))
-  return train_images, test_images, run_lib.resolved(config)
+  return train_images, test_images, run_lib.resolved(config, saved)
 
 
 def _restore_or_start(config, strategy, run_dir, write_dir, interval, chief):
@@ -250,7 +251,8 @@ def train(options, strategy=None):
   write_dir = run_dir.path if chief else tempfile.mkdtemp(
       prefix='cinc-worker-')
   try:
-    train_images, test_images, config = data_and_config(options)
+    saved = run_dir.read_config() if run_dir.latest_checkpoint() else None
+    train_images, test_images, config = data_and_config(options, saved)
     model, manager = _restore_or_start(
         config, strategy, run_dir, write_dir, options['checkpoint_every'],
         chief)

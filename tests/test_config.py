@@ -86,10 +86,12 @@ def test_switches_and_old_run_configs_read_as_off(option, tmp_path):
   del saved[option]
   (tmp_path / 'run' / 'config.json').write_text(json.dumps(saved))
   assert run_dir.read_config()[option] is False
-  (tmp_path / 'run' / 'config.json').write_text(
-      json.dumps(dict(saved, **{option: 1})))
-  with pytest.raises(run.RunError, match=rf'wrong type: {option} \(1\)'):
-    run_dir.read_config()
+  for value in (1, None):  # A switch's value is saved, never its default.
+    (tmp_path / 'run' / 'config.json').write_text(
+        json.dumps(dict(saved, **{option: value})))
+    with pytest.raises(run.RunError,
+                       match=rf'wrong type: {option} \({value}\)'):
+      run_dir.read_config()
 
 
 def test_channels_are_reversed_by_default_where_the_convolution_needs_it():

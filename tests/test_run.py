@@ -44,7 +44,8 @@ def _run_path(form, tmp_path, monkeypatch):
 # './runs/x', '~/runs/x' and symlinked paths resolve to plain absolute paths
 # (see the test above), so the whole cycle runs on the two forms that take
 # other routes: relative (TF's checkpoint paths) and ram:// (no rename).
-# The ram:// run trains with --recompute, which config.json keeps.
+# The ram:// run trains with --recompute, which config.json keeps, and
+# starts with --noreverse_channels, which resuming without the flag keeps.
 @pytest.mark.parametrize('form', ['relative', 'ram'])
 def test_run_directory_in_any_form_trains_resumes_evaluates_and_exports(
     form, tmp_path, monkeypatch):
@@ -53,8 +54,9 @@ def test_run_directory_in_any_form_trains_resumes_evaluates_and_exports(
   # The export command below writes the SavedModel: the runs skip theirs.
   short = (*helpers.QUICK, '--steps_per_epoch=2', '--checkpoint_every=2',
            *recompute)
+  unreversed = ('--noreverse_channels',) if form == 'ram' else ()
   first = train.run(helpers.parse(train.define_flags, f'--model_dir={path}',
-                                  '--steps=2', *short))
+                                  '--steps=2', *short, *unreversed))
   assert first['step'] == 2
   assert tf.io.gfile.exists(os.path.join(lands_in, 'ckpt-2.index'))
   resumed = train.run(helpers.parse(train.define_flags, f'--model_dir={path}',
@@ -66,7 +68,7 @@ def test_run_directory_in_any_form_trains_resumes_evaluates_and_exports(
   # The default CInC flow reverses its channels: saved as a value, not as
   # the default, so that the run restores the same flow if the default
   # changes.
-  assert run_dir.read_config()['reverse_channels'] is True
+  assert run_dir.read_config()['reverse_channels'] is (form == 'relative')
 
   bits = evaluate.run(helpers.parse(evaluate.define_flags,
                                     f'--model_dir={path}'))[1]['bits_per_dim']

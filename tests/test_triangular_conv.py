@@ -249,8 +249,8 @@ def test_unchecked_plan_is_trusted_with_the_plain_gradients():
 
 
 @pytest.mark.parametrize('mode,reverse_channels', [
-    ('eager', False), ('function', False), ('xla', False), ('eager', True),
-    ('function', True)])
+    ('eager', False), ('function', False), ('xla', False), ('function', True),
+    ('xla', True)])
 @pytest.mark.parametrize('corner', triangular_conv.CORNERS)
 @pytest.mark.parametrize('batch', [1, 2])  # 1: by the one-image kernel.
 def test_planned_solve_has_the_gradients_of_the_plain_solve(
