@@ -248,10 +248,13 @@ def test_unchecked_plan_is_trusted_with_the_plain_gradients():
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize('mode,reverse_channels', [
-    ('eager', False), ('function', False), ('xla', False), ('function', True),
-    ('xla', True)])
-@pytest.mark.parametrize('corner', triangular_conv.CORNERS)
+# With the reversal, two corners: top-left, and bottom-right, whose rows and
+# pixels both run in reverse order.
+@pytest.mark.parametrize('mode,corner,reverse_channels', [
+    *itertools.product(['eager', 'function', 'xla'], triangular_conv.CORNERS,
+                       [False]),
+    *itertools.product(['function', 'xla'], ['top_left', 'bottom_right'],
+                       [True])])
 @pytest.mark.parametrize('batch', [1, 2])  # 1: by the one-image kernel.
 def test_planned_solve_has_the_gradients_of_the_plain_solve(
     corner, batch, mode, reverse_channels):
