@@ -296,7 +296,11 @@ def _run(argv):
 def main():
   """The console script's entry point (`cinc-benchmark`)."""
   define_flags()
-  # --helpshort lists the flags of sys.argv[0], the script when installed.
+  # --helpshort lists the flags of sys.argv[0], the script when installed,
+  # after the docstring of __main__, the script's.
+  script = sys.modules['__main__']
+  if script.__doc__ is None:
+    script.__doc__ = __doc__
   for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__]):
     FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(_run)

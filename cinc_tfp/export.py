@@ -175,7 +175,8 @@ def save(model, path):
 
   Raises:
     ExportError: `path` exists and is neither a SavedModel nor an empty
-      directory, or the model was never initialized (neither trained nor
+      directory, its parent directory cannot be made (a file is in the
+      way), or the model was never initialized (neither trained nor
       restored).
   """
   if not isinstance(model, flow.CIncFlow):
@@ -194,7 +195,11 @@ def save(model, path):
         f'Refusing to replace {path!r}: it exists and is neither a SavedModel '
         f'nor an empty directory.')
   parent, name = os.path.split(path)
-  gfile.makedirs(parent)
+  try:
+    gfile.makedirs(parent)
+  except tf.errors.OpError as error:
+    raise ExportError(f'Cannot export to {path!r}: its directory {parent!r} '
+                      f'cannot be made ({error.message}).') from None
   module = _Serving(model)
   if remote:
     staging = os.path.join(parent, f'.saving-{uuid.uuid4().hex}-{name}')

@@ -344,7 +344,9 @@ class CIncFlow(keras.Model):
   @_as_written
   def decode(self, z, labels=None):
     """Images of latent vectors `z` (`[B, H*W*C]`): the exact inverse."""
-    z = tf.cast(z, self.compute_dtype)
+    z = tf.cast(_real_tensor(
+        z, 'CIncFlow.decode: latent vectors must be real numbers'),
+                self.compute_dtype)
     if z.shape.rank != 2 or z.shape[-1] != self.num_dims:
       raise ValueError(
           f'CIncFlow: expected latent vectors of shape [B, {self.num_dims}], '
@@ -521,7 +523,9 @@ class CIncFlow(keras.Model):
     if x is not None and not self.is_initialized:
       batch, x = _first_batch(x, kwargs.get('batch_size'))
       self.initialize(batch)
-    if self.optimizer is not None and not self.optimizer.built:
+    # Before `compile` there is no `optimizer`: Keras' `fit` then says so.
+    if getattr(self, 'optimizer', None) is not None and (
+        not self.optimizer.built):
       with self.distribute_strategy.scope():
         self.optimizer.build(self.trainable_variables)
     return super().fit(x, *args, **kwargs)
@@ -536,6 +540,13 @@ class CIncFlow(keras.Model):
     """
     super().compile(*args, jit_compile=jit_compile != 'auto' and jit_compile,
                     **kwargs)
+
+  def compile_from_config(self, config):
+    """Compiles a model loaded from a `.keras` file as it was saved, with its
+    optimizer built so that its state is restored too. (Keras' own skips a
+    model whose `compile` is overridden.)"""
+    self.compile(**keras.saving.deserialize_keras_object(config))
+    self.optimizer.build(self.trainable_variables)
 
   @property
   def metrics(self):
@@ -694,12 +705,28 @@ def _check_range(x):
     return tf.identity(x)
 
 
+def _real_tensor(value, requirement):
+  """`value` as a tensor of ints or floats; for anything else (strings,
+  bools) a `ValueError` that states `requirement`."""
+  try:
+    tensor = tf.convert_to_tensor(value)
+  except (TypeError, ValueError) as error:
+    raise ValueError(f'{requirement}, got {value!r}.') from error
+  if not (tensor.dtype.is_floating or tensor.dtype.is_integer):
+    raise ValueError(f'{requirement}, got {tensor.dtype.name} values.')
+  return tensor
+
+
 def _check_sample_arguments(n, temperature):
   """`(n, temperature)` as tensors, checked: `n >= 1`, `temperature` finite
   and `> 0`."""
   n = tf.convert_to_tensor(n)
   if not n.dtype.is_integer or n.shape.rank != 0:
     raise ValueError(f'CIncFlow.sample: n must be an int, got {n!r}.')
+  requirement = 'CIncFlow.sample: temperature must be a number'
+  temperature = _real_tensor(temperature, requirement)
+  if temperature.shape.rank != 0:
+    raise ValueError(f'{requirement}, got shape {temperature.shape}.')
   temperature = tf.cast(temperature, tf.float64)
   n_ok = n >= 1
   t_ok = tf.math.is_finite(temperature) & (temperature > 0.)

@@ -16,6 +16,7 @@ import tensorflow as tf
 __all__ = ['OPTIMIZERS', 'WarmUp', 'optimizer', 'use_averaged_weights']
 
 
+@keras.saving.register_keras_serializable('cinc_tfp')
 class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
   """Linear warm-up from `rate / steps` to `rate` over `steps` steps, then
   constant: the learning rate at step `t` is `rate * min(1, (t + 1) / steps)`."""
@@ -45,10 +46,12 @@ class _KeepsRawWeights:
     super().finalize_variable_values(var_list)  # pylint: disable=no-member
 
 
+@keras.saving.register_keras_serializable('cinc_tfp')
 class Adamax(_KeepsRawWeights, keras.optimizers.Adamax):
   """Adamax whose averaged weights are swapped in only on request."""
 
 
+@keras.saving.register_keras_serializable('cinc_tfp')
 class Adam(_KeepsRawWeights, keras.optimizers.Adam):
   """Adam whose averaged weights are swapped in only on request."""
 

@@ -84,3 +84,11 @@ def check_reversed_output(make, dtype, event_shape=(4, 5, 3)):
   np.testing.assert_allclose(bijector.forward(x), make().forward(x)[..., ::-1],
                              **TOLERANCE[dtype])
   return bijector
+
+
+def check_empty_batches(bijector, event_shape=(4, 5, 3)):
+  """Asserts that batches holding no image keep their shape both ways."""
+  for batch_shape in ([0], [2, 0]):
+    x = tf.zeros(batch_shape + list(event_shape), bijector.dtype)
+    assert bijector.forward(x).shape == x.shape
+    assert bijector.inverse(x).shape == x.shape

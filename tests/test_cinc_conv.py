@@ -124,6 +124,15 @@ def test_planned_inverse_is_exact_and_only_for_its_own_weights(
                              **tolerance)
 
 
+@pytest.mark.parametrize('corner', ['top_left', 'bottom_right'])
+def test_empty_batches_keep_their_shape(corner):
+  conv = bijectors.CIncConv2D(**init.cinc_conv(3, seed=0), corner=corner)
+  bijector_checks.check_empty_batches(conv)
+  bijector_checks.check_empty_batches(bijectors.CIncConv2D(
+      **init.cinc_conv(3, seed=0), corner=corner,
+      inverse_plan=conv.plan_inverse(5)))
+
+
 def test_learnable_entries_match_the_paper_count():
   channels = 5
   conv = bijectors.CIncConv2D(**init.variables(
@@ -238,3 +247,22 @@ def test_bad_input_is_a_clear_error():
     bijectors.CIncConv2D(tf.zeros([3, 3, 3, 3]), tf.zeros([1]))
   with pytest.raises(ValueError, match=r'bias must have shape \[3\]'):
     bijectors.CIncConv2D(tf.zeros([3, 3, 3, 3]), bias=tf.zeros([2]))
+  with pytest.raises(ValueError, match=r'kernel must have shape \[k, k, C, C\] '
+                     r'with k, C >= 1, got \(0, 0, 3, 3\)'):
+    bijectors.CIncConv2D(tf.zeros([0, 0, 3, 3]))
+  for dtype in (tf.int32, tf.float16):
+    with pytest.raises(ValueError, match='weights must be float32 or float64, '
+                       f'got {dtype.name}'):
+      bijectors.CIncConv2D(tf.zeros([3, 3, 3, 3], dtype))
+  for width in (0, -1, 2.5):
+    with pytest.raises(ValueError, match='width must be a positive int'):
+      conv.plan_inverse(width)
+  with pytest.raises(ValueError, match='height must be a positive int'):
+    conv.plan_inverse(4, 0)
+  with pytest.raises(ValueError, match='inverse_plan must be an InversePlan'):
+    bijectors.CIncConv2D(**init.cinc_conv(3), inverse_plan='plan')
+  doubled = bijectors.CIncConv2D(**init.cinc_conv(3, dtype=tf.float64),
+                               inverse_plan=conv.plan_inverse(4))
+  with pytest.raises(ValueError, match='plan was made from float32 weights; '
+                     'these are float64'):
+    doubled.inverse(tf.zeros([1, 4, 4, 3], tf.float64))

@@ -57,6 +57,10 @@ def test_bad_input_is_a_clear_error():
     conv.forward(tf.fill([2, 2, 3], np.nan))
   with pytest.raises(ValueError, match=r'lower_upper must have shape \[C, C\]'):
     bijectors.Conv1x1(tf.zeros([3, 2]), tf.zeros([2]))
+  with pytest.raises(ValueError, match=r'with C >= 1, got \(0, 0\)'):
+    bijectors.Conv1x1(tf.zeros([0, 0]), tf.zeros([0]))
+  with pytest.raises(ValueError, match='weights must be float32 or float64'):
+    bijectors.Conv1x1(tf.zeros([3, 3], tf.float16), tf.zeros([3], tf.float16))
   with pytest.raises(ValueError, match=r'log_scale must have shape \[3\]'):
     bijectors.Conv1x1(tf.zeros([3, 3]), tf.zeros([1]))
   with pytest.raises(ValueError, match='sign must hold only'):

@@ -87,6 +87,11 @@ def test_reversed_output_is_exact(dtype):
       dtype)
 
 
+def test_empty_batches_keep_their_shape():
+  bijector_checks.check_empty_batches(
+      bijectors.EmergingConv2D(**init.emerging_conv(3, seed=0)))
+
+
 @pytest.mark.parametrize('reverse_channels', [False, True])
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 def test_planned_inverse_is_exact_and_only_for_its_own_weights(

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -298,6 +299,10 @@ def test_save_refuses_to_replace_other_data(tmp_path):
   (tmp_path / 'notes.txt').write_text('keep me')
   with pytest.raises(export.ExportError, match='neither a SavedModel'):
     export.save(_model(), str(tmp_path))
+  assert _listing(tmp_path) == ['notes.txt']
+  with pytest.raises(export.ExportError, match=re.escape(
+      f"its directory {str(tmp_path / 'notes.txt')!r} cannot be made")):
+    export.save(_model(), str(tmp_path / 'notes.txt' / 'saved'))
   assert _listing(tmp_path) == ['notes.txt']
   with pytest.raises(TypeError, match='CIncFlow'):
     export.save(tf.Module(), str(tmp_path / 'saved'))

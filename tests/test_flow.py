@@ -1,6 +1,7 @@
 """CIncFlow: exact likelihood and inverse of the whole flow, and training."""
 
 import itertools
+import logging
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ import tensorflow as tf
 import cinc_tfp
 from cinc_tfp import data
 from cinc_tfp import flow
+from cinc_tfp import training
 from tests import bijector_checks
 from tests import flow_checks
 
@@ -70,6 +72,49 @@ def test_traced_decode_stays_exact_after_the_weights_change(conv, jit):
   for variable in model.trainable_variables:
     variable.assign_add(0.01 * tf.ones_like(variable))
   np.testing.assert_allclose(decode(model.encode(x)), x, rtol=1e-9, atol=1e-9)
+
+
+def test_results_on_one_tensor_follow_the_weights():
+  # TFP caches bijector results by input tensor, and bijectors on the same
+  # variables share that cache: the flow's own methods must not serve a
+  # result of the old weights for the same tensor, nor one without gradients.
+  model = tiny_flow('cinc', coupling='affine', dtype='float64')
+  x = tf.random.stateless_uniform((2,) + IMAGE_SHAPE, [5, 6], -0.5, 0.5,
+                                  dtype=tf.float64)
+  before = [model.log_prob(x), model.distribution().log_prob(x),
+            model.encode(x)]
+  for variable in model.trainable_variables:
+    variable.assign_add(0.01 * tf.ones_like(variable))
+  after = [model.log_prob(x), model.distribution().log_prob(x),
+           model.encode(x)]
+  fresh = [model.log_prob(tf.identity(x)),
+           model.distribution().log_prob(tf.identity(x)),
+           model.encode(tf.identity(x))]
+  for old, new, reference in zip(before, after, fresh):
+    np.testing.assert_allclose(new, reference, rtol=1e-12)
+    assert np.max(np.abs(new - old)) > 1e-3
+  with tf.GradientTape() as tape:
+    loss = -tf.reduce_mean(model.distribution().log_prob(x))
+  assert all(gradient is not None for gradient in
+             tape.gradient(loss, model.trainable_variables))
+
+
+def test_making_the_plans_does_not_warn_of_retracing():
+  # Each plan function traces once per kernel shape; TensorFlow warned of
+  # retracing when they were closures of one function (it counts those
+  # together), at the README's first `sample`.
+  model = cinc_tfp.CIncFlow((16, 16, 1), levels=2, depth=4, width=4)
+  model.initialize(tf.random.stateless_uniform([2, 16, 16, 1], [1, 1], -0.5,
+                                               0.5))
+  records = []
+  handler = logging.Handler()
+  handler.emit = records.append
+  logging.getLogger('tensorflow').addHandler(handler)
+  try:
+    model.sample(2, seed=0)
+  finally:
+    logging.getLogger('tensorflow').removeHandler(handler)
+  assert not [r for r in records if 'retracing' in r.getMessage()]
 
 
 @pytest.mark.parametrize('batch', [1, None])
@@ -316,6 +361,27 @@ def test_whole_model_saves_and_loads_with_keras(tmp_path, dtype):
     assert restored.dtype == saved.dtype
     np.testing.assert_array_equal(restored.numpy(), saved.numpy())
   np.testing.assert_array_equal(loaded.sample(2, seed=3), model.sample(2, seed=3))
+
+
+def test_a_compiled_model_loads_compiled_and_trains_on(tmp_path):
+  x = tf.random.stateless_uniform((4,) + IMAGE_SHAPE, [7, 8], -0.5, 0.5)
+  model = tiny_flow(coupling='affine')
+  with pytest.raises(ValueError, match=r'You must call `compile\(\)`'):
+    model.fit(x, epochs=1, batch_size=2, verbose=0)
+  model.compile(optimizer=training.optimizer(
+      'adamax', 1e-3, warmup_steps=2, ema=0.9))
+  model.fit(x, epochs=1, batch_size=2, verbose=0)
+  model.save(tmp_path / 'flow.keras')
+  loaded = keras.models.load_model(tmp_path / 'flow.keras')
+  assert loaded.optimizer.get_config() == model.optimizer.get_config()
+  for restored, saved in zip(loaded.optimizer.variables,
+                             model.optimizer.variables):
+    np.testing.assert_array_equal(restored.numpy(), saved.numpy())
+  model.fit(x, epochs=1, batch_size=2, verbose=0, shuffle=False)
+  loaded.fit(x, epochs=1, batch_size=2, verbose=0, shuffle=False)
+  for trained, saved in zip(loaded.weights, model.weights):
+    np.testing.assert_allclose(trained.numpy(), saved.numpy(), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_fit_takes_a_generator():
@@ -710,6 +776,22 @@ def test_bad_sample_arguments_are_a_clear_error(n, temperature, words):
                        match=re.escape(words.split(', got')[0])):
       traced(tf.constant(n), tf.constant(temperature), tf.constant([0, 0]))
   assert model.sample(1, 0.7, seed=0).shape == (1, *IMAGE_SHAPE)
+
+
+def test_arguments_of_the_wrong_type_are_a_clear_error():
+  model = cinc_tfp.CIncFlow(IMAGE_SHAPE, levels=1, depth=1, width=4)
+  for temperature, words in (('hot', 'got string values'),
+                             (True, 'got bool values'),
+                             ([1., 2.], 'got shape (2,)')):
+    with pytest.raises(ValueError, match=re.escape(
+        f'temperature must be a number, {words}')):
+      model.sample(1, temperature)
+  for seed in ('a', 1.5, [1, 2, 3]):
+    with pytest.raises(ValueError, match='seed must be an int'):
+      model.sample(1, seed=seed)
+  with pytest.raises(ValueError, match=re.escape(
+      'latent vectors must be real numbers, got string values')):
+    model.decode(tf.fill([1, 192], 'a'))
 
 
 def test_decode_says_which_images_overflowed():

@@ -82,6 +82,10 @@ def test_stateless_seeds():
                             init.stateless_seed(None))
   with pytest.raises(ValueError, match=r'seed must be in \[0, 2\*\*62\)'):
     init.stateless_seed(-1)
+  for seed in (1.5, -1.0, True, 'a', [1, 2, 3], [[1, 2]], np.float64(2),
+               tf.constant(-1), tf.constant(2.)):
+    with pytest.raises(ValueError, match=r'seed must be an int in \[0, '):
+      init.stateless_seed(seed)
 
 
 def test_seed_stream_gives_distinct_ints_for_keras():

@@ -56,6 +56,10 @@ def test_console_scripts_run_from_any_directory(command, tmp_path):
   assert 'Traceback' not in result.stderr, result.stderr[-2000:]
   flag = '--shapes' if command == 'benchmark' else '--model_dir'
   assert flag in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+  # Before the flags, the command's docstring, as `python -m` prints it.
+  usage = ('python -m benchmarks layers' if command == 'benchmark' else
+           'python -m train.train [--model_dir=DIR]')
+  assert usage in result.stdout, result.stdout[:2000]
 
 
 def test_no_generic_top_level_package_is_importable(tmp_path):

@@ -43,9 +43,13 @@ def one_line(error):
 
 
 def show_in_helpshort(*modules):
-  """Makes the flags of `modules` those `--helpshort` lists. absl lists the
-  flags of the module that `sys.argv[0]` names, which for a console script
-  (`cinc-train`) is the script, not the module that defines them."""
+  """Makes the flags of `modules` those `--helpshort` lists, and the first
+  one's docstring its text. absl lists the flags of the module that
+  `sys.argv[0]` names and prints the docstring of `__main__`: for a console
+  script (`cinc-train`), the script, not the module that defines them."""
+  script = sys.modules['__main__']
+  if script.__doc__ is None:
+    script.__doc__ = modules[0].__doc__
   for module in modules:
     for flag in flags.FLAGS.get_key_flags_for_module(module):
       flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)

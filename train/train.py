@@ -3,8 +3,8 @@
   python -m train.train [--model_dir=DIR] [--dataset=NAME] [--steps=N] ...
 
 With no flags: the embedded MNIST digits at 16x16 (no network needed), a
-2-level flow, about 5-7 minutes on two CPU cores; the last line printed is
-`test bits/dim: X` on the held-out split. Every option: `--helpfull`.
+2-level flow, 3 to 4 minutes on two CPU cores; the last line printed is
+`test bits/dim: X` on the held-out split (2.66 in the README's run). Every option: `--helpfull`.
 
 In `--model_dir` (see `cinc_tfp/run.py` for config.json and the checkpoints):
 
@@ -28,10 +28,10 @@ batches an uninterrupted run would have, so it ends with the same weights.
 An epoch is `--steps_per_epoch` steps; after a resume mid-epoch the rest of
 that epoch runs as a shorter `fit` call.
 
-Defaults: sized for the no-flag run (16x16 digits, under 10 minutes on two
-CPU cores; measured about 3 bits/dim on the test split): batch 32, Adamax at
-3e-3 after 200 warm-up steps, an EMA of momentum 0.99, 3,000 steps. The
-paper's settings for long runs on 32x32 images are `--batch_size=64
+Defaults: sized for the no-flag run (16x16 digits, 3 to 4 minutes on two
+CPU cores; 2.66 bits/dim on the test split in the README's run): batch 32,
+Adamax at 3e-3 after 200 warm-up steps, an EMA of momentum 0.99, 3,000
+steps. The paper's settings for long runs on 32x32 images are `--batch_size=64
 --learning_rate=1e-3 --ema=0.999 --levels=3 --depth=32 --width=512`.
 
 Divergence: a non-finite bits/dim, or non-finite weights when a checkpoint
@@ -66,7 +66,7 @@ from . import common
 
 FLAGS = flags.FLAGS
 
-# Defaults sized to run in under 10 minutes on two CPU cores.
+# Defaults sized to run in a few minutes on two CPU cores (README: 3-4).
 # (The other model options keep cinc_tfp.config.FlowConfig's defaults.)
 MODEL_DEFAULTS = dict(levels=2, depth=4, width=64, batch_size=32)
 

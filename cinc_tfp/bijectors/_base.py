@@ -15,7 +15,33 @@ class Bijector(tfp.bijectors.Bijector):
   package can do both at once, at their minimal event rank, in either
   direction (`fused` applies them through chains). The defaults here make
   TFP's two calls; subclasses that share the work override them.
+
+  A tensor of another dtype than the bijector's is refused with a short
+  error (TFP's own quotes the tensor's values).
   """
+
+  def _checked(self, value):
+    if (tf.is_tensor(value) and self.dtype is not None and
+        value.dtype != self.dtype):
+      raise ValueError(f'{self.name}: built for {self.dtype.name}, got a '
+                       f'{value.dtype.name} tensor of shape {value.shape}.')
+    return value
+
+  def forward(self, x, name='forward', **kwargs):
+    return super().forward(self._checked(x), name=name, **kwargs)
+
+  def inverse(self, y, name='inverse', **kwargs):
+    return super().inverse(self._checked(y), name=name, **kwargs)
+
+  def forward_log_det_jacobian(self, x, event_ndims=None,
+                               name='forward_log_det_jacobian', **kwargs):
+    return super().forward_log_det_jacobian(
+        self._checked(x), event_ndims=event_ndims, name=name, **kwargs)
+
+  def inverse_log_det_jacobian(self, y, event_ndims=None,
+                               name='inverse_log_det_jacobian', **kwargs):
+    return super().inverse_log_det_jacobian(
+        self._checked(y), event_ndims=event_ndims, name=name, **kwargs)
 
   def forward_and_log_det(self, x):
     """`(forward(x), forward_log_det_jacobian(x))`."""

@@ -63,6 +63,14 @@ def as_images(x):
   return tf.reshape(x, [-1] + x.shape[-3:].as_list()), restore
 
 
+def check_float_dtype(dtype, bijector_name):
+  """Fails unless the weights' `dtype` is float32 or float64, the dtypes of
+  TensorFlow's triangular solves and matrix inverses."""
+  if dtype not in (tf.float32, tf.float64):
+    raise ValueError(f'{bijector_name}: weights must be float32 or float64, '
+                     f'got {dtype.name}.')
+
+
 def check_vectors(vectors, channels, bijector_name):
   """Fails unless every non-`None` value of `vectors` has shape `[channels]`."""
   for name, value in vectors.items():

@@ -98,10 +98,19 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
       dtype = self._kernel.dtype
       self._log_diag = _util.variable_or_tensor(log_diag, dtype, 'log_diag')
       self._bias = _util.variable_or_tensor(bias, dtype, 'bias')
+      _util.check_float_dtype(dtype, 'CIncConv2D')
       shape = self._kernel.shape
-      if shape.rank != 4 or shape[0] != shape[1] or shape[2] != shape[3]:
+      if (shape.rank != 4 or shape[0] != shape[1] or shape[2] != shape[3] or
+          0 in shape):
         raise ValueError(
-            f'CIncConv2D: kernel must have shape [k, k, C, C], got {shape}.')
+            f'CIncConv2D: kernel must have shape [k, k, C, C] with k, C >= 1, '
+            f'got {shape}.')
+      if not (inverse_plan is None or callable(inverse_plan) or
+              isinstance(inverse_plan, triangular_conv.InversePlan)):
+        raise ValueError(
+            f'CIncConv2D: inverse_plan must be an InversePlan (from '
+            f'plan_inverse), a function that returns one, or None; got '
+            f'{inverse_plan!r}.')
       self._corner = corner
       self._reverse_channels = bool(reverse_channels)
       self._inverse_plan = inverse_plan
@@ -197,6 +206,11 @@ class CIncConv2D(_base.PixelwiseVolumeBijector):
     plan = _util.called(self._inverse_plan)
     if plan is None:
       return self._solve(y, triangular_conv.solve_rows)
+    if plan.parameters[0].dtype != self.dtype:
+      raise ValueError(
+          f'CIncConv2D: the inverse plan was made from '
+          f'{plan.parameters[0].dtype.name} weights; these are '
+          f'{self.dtype.name}.')
     images, restore = self._images_without(self._reversed(self._bias), y)
     return restore(triangular_conv.solve_with_plan(
         images, plan, self.plan_parameters(), self._kernel_of, self._corner,

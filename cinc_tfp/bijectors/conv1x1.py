@@ -60,10 +60,11 @@ class Conv1x1(_base.PixelwiseVolumeBijector):
                                                    'lower_upper')
       dtype = self._lower_upper.dtype
       self._log_scale = _util.variable_or_tensor(log_scale, dtype, 'log_scale')
+      _util.check_float_dtype(dtype, 'Conv1x1')
       shape = self._lower_upper.shape
-      if shape.rank != 2 or shape[0] != shape[1]:
-        raise ValueError(
-            f'Conv1x1: lower_upper must have shape [C, C], got {shape}.')
+      if shape.rank != 2 or shape[0] != shape[1] or shape[0] == 0:
+        raise ValueError(f'Conv1x1: lower_upper must have shape [C, C] with '
+                         f'C >= 1, got {shape}.')
       self._channels = shape[-1]
       self._reverse_channels = bool(reverse_channels)
       if sign is None:

@@ -63,12 +63,30 @@ def stateless_seed(seed, salt=None):
     # Two 31-bit halves, so that large seeds do not wrap onto small ones.
     seed = tf.constant([int(seed) % 2**31, int(seed) // 2**31], tf.int32)
   else:
-    seed = tf.convert_to_tensor(seed)
+    seed = _seed_tensor(seed)
     if seed.shape.rank == 0:
       seed = tf.cast(seed, tf.int64)
       seed = tf.stack([seed % 2**31, seed // 2**31])
     seed = tf.cast(seed, tf.int32)
   return seed if salt is None else tfp.random.sanitize_seed(seed, salt=salt)
+
+
+def _seed_tensor(seed):
+  """`seed` as an integer tensor of shape `[]` or `[2]`; a `ValueError` for
+  anything else, and for a scalar known to lie outside `[0, 2**62)`."""
+  message = ('seed must be an int in [0, 2**62), a [2] int seed or None, '
+             f'got {seed!r}.')
+  try:
+    tensor = tf.convert_to_tensor(seed)
+  except (TypeError, ValueError) as error:
+    raise ValueError(message) from error
+  if not tensor.dtype.is_integer or tensor.shape.rank not in (None, 0, 1) or (
+      tensor.shape.rank == 1 and tensor.shape[0] not in (None, 2)):
+    raise ValueError(message)
+  value = tf.get_static_value(tensor)
+  if tensor.shape.rank == 0 and value is not None and not 0 <= value < 2**62:
+    raise ValueError(message)
+  return tensor
 
 
 def _normal(shape, seed, dtype, salt):

@@ -36,6 +36,8 @@ import typing
 import numpy as np
 import tensorflow as tf
 
+from cinc_tfp.bijectors import _util
+
 CORNERS = ('top_left', 'top_right', 'bottom_left', 'bottom_right')
 # One image of at most this many pixels is inverted by one convolution with
 # the inverse's kernel (`inverse_kernel`) rather than row by row: faster at
@@ -107,10 +109,16 @@ def _paddings(kernel_shape, corner):
 
 def causal_conv2d(x, kernel, corner='top_left'):
   """Convolution of `x` (`[B, H, W, C]`) padded on `corner` only, by a
-  `[kh, kw, C, C']` kernel."""
+  `[kh, kw, C, C']` kernel.
+
+  The padding is the convolution's own: a `tf.pad` before a `VALID`
+  convolution runs as fast (TensorFlow fuses the two), but TensorFlow's
+  eager `conv2d` returns its input for an empty batch, which is the right
+  shape only when nothing was padded (`C' == C`, as in every layer here).
+  """
   check_corner(corner)
-  x = tf.pad(x, _paddings(kernel.shape, corner))
-  return tf.nn.conv2d(x, kernel, strides=1, padding='VALID')
+  return tf.nn.conv2d(x, kernel, strides=1,
+                      padding=_paddings(kernel.shape, corner))
 
 
 def inverse_kernel(kernel, height, width, corner='top_left'):
@@ -402,6 +410,9 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None,
       `InversePlan.reverse_channels`).
   """
   check_corner(corner)
+  width = _util.positive_int(width, 'inverse_plan: width')
+  if height is not None:
+    height = _util.positive_int(height, 'inverse_plan: height')
   one_image_height = (height if height is not None and
                       height * width <= ONE_CONV_MAX_PIXELS else None)
   rows, one_image = _plan_matrices(width, one_image_height, corner,
@@ -415,37 +426,45 @@ def inverse_plan(kernel, width, corner='top_left', parameters=None,
 
 @functools.lru_cache(maxsize=None)
 def _plan_matrices(width, one_image_height, corner, reverse_channels):
-  """A traced function of a kernel: its row matrices and, given
-  `one_image_height`, its `inverse_kernel` (else None), computed in float64
-  and cast to its dtype; with `reverse_channels`, both for inputs whose
-  channels are reversed. One per image size and corner (traced once per
-  kernel shape), so that the layers of a flow that share them share one
-  graph: tracing a `decode` that can make its plans afresh took 2.4-3 s for
-  the default model when each layer's plan was made inline."""
+  """`_matrices_of_plan` traced, as a function of the kernel alone. One per
+  image size and corner (traced once per kernel shape), so that the layers
+  of a flow that share them share one graph: tracing a `decode` that can make
+  its plans afresh took 2.4-3 s for the default model when each layer's plan
+  was made inline. (A `functools.partial` rather than a closure: TensorFlow
+  counts the traces of all the closures of one function together, and
+  warned of retracing when a flow made its plans.)"""
+  return tf.function(
+      functools.partial(_matrices_of_plan, width=width,
+                        one_image_height=one_image_height, corner=corner,
+                        reverse_channels=reverse_channels),
+      autograph=False)
 
-  def matrices(kernel):
-    channels = kernel.shape[-1]
-    wide = tf.cast(kernel, tf.float64)
-    rows = row_matrices(_top_left_kernel(wide, corner), width,
-                        mirrored=corner.endswith('right'))
-    one_image = None
-    if one_image_height is not None:
-      one_image = _inverse_kernel_by_rows(rows, one_image_height, width,
-                                          channels, corner)
-    if reverse_channels:
-      # Only T^-1 multiplies the input, one pixel's channels per C rows.
-      k, size = rows.shape[0], width * channels
-      solved_input = tf.reshape(
-          tf.reverse(tf.reshape(rows[k - 1], [width, channels, size]), [1]),
-          [1, size, size])
-      rows = tf.concat([rows[:k - 1], solved_input], axis=0)
-      if one_image is not None:
-        one_image = tf.reverse(one_image, [2])
+
+def _matrices_of_plan(kernel, width, one_image_height, corner,
+                      reverse_channels):
+  """The row matrices of `kernel` and, given `one_image_height`, its
+  `inverse_kernel` (else None), computed in float64 and cast to its dtype;
+  with `reverse_channels`, both for inputs whose channels are reversed."""
+  channels = kernel.shape[-1]
+  wide = tf.cast(kernel, tf.float64)
+  rows = row_matrices(_top_left_kernel(wide, corner), width,
+                      mirrored=corner.endswith('right'))
+  one_image = None
+  if one_image_height is not None:
+    one_image = _inverse_kernel_by_rows(rows, one_image_height, width,
+                                        channels, corner)
+  if reverse_channels:
+    # Only T^-1 multiplies the input, one pixel's channels per C rows.
+    k, size = rows.shape[0], width * channels
+    solved_input = tf.reshape(
+        tf.reverse(tf.reshape(rows[k - 1], [width, channels, size]), [1]),
+        [1, size, size])
+    rows = tf.concat([rows[:k - 1], solved_input], axis=0)
     if one_image is not None:
-      one_image = tf.cast(one_image, kernel.dtype)
-    return tf.cast(rows, kernel.dtype), one_image
-
-  return tf.function(matrices, autograph=False)
+      one_image = tf.reverse(one_image, [2])
+  if one_image is not None:
+    one_image = tf.cast(one_image, kernel.dtype)
+  return tf.cast(rows, kernel.dtype), one_image
 
 
 def plan_is_current(plan, parameters):
