@@ -176,16 +176,16 @@ def define_flags(fv=FLAGS):
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds of the initial weights '
                     'and batch order (quality): a run of every row each.',
                     flag_values=fv)
-  flags.DEFINE_enum('optimizer', quality_lib.RECIPE['optimizer'],
+  flags.DEFINE_enum('optimizer', training.RECIPE['optimizer'],
                     training.OPTIMIZERS, 'Optimizer (quality).',
                     flag_values=fv)
-  flags.DEFINE_float('learning_rate', quality_lib.RECIPE['learning_rate'],
+  flags.DEFINE_float('learning_rate', training.RECIPE['learning_rate'],
                      'Learning rate after warm-up (quality).', lower_bound=0,
                      flag_values=fv)
-  flags.DEFINE_integer('warmup_steps', quality_lib.RECIPE['warmup_steps'],
+  flags.DEFINE_integer('warmup_steps', training.RECIPE['warmup_steps'],
                        'Steps of linear warm-up (quality).', lower_bound=0,
                        flag_values=fv)
-  flags.DEFINE_float('ema', quality_lib.RECIPE['ema'], 'Momentum of the '
+  flags.DEFINE_float('ema', training.RECIPE['ema'], 'Momentum of the '
                      'averaged weights, in [0, 1) (quality).', lower_bound=0,
                      upper_bound=0.999999, flag_values=fv)
   flags.DEFINE_bool('paper_size', False, 'Also time the paper\'s L=3, D=32, '

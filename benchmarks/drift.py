@@ -27,7 +27,7 @@ from cinc_tfp import flow
 
 from . import harness
 
-IMAGE_SIZE = 16  # The embedded digits' own size.
+IMAGE_SIZE = data.default_image_size(data.EMBEDDED)
 
 
 def _trained(depth, levels, width, batch_size, train_steps, seed):

@@ -113,7 +113,7 @@ def use_threads(threads):
   by side, and the pixel loop to as many (0: leave their defaults). Must run
   before TensorFlow runs any op."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from benchmarks import pixel_loop  # pylint: disable=g-import-not-at-top
+  from . import pixel_loop  # pylint: disable=g-import-not-at-top
   if threads:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)

@@ -142,28 +142,54 @@ def matched_tfp_glow(image_shape, levels, depth, width, target):
   return glow, hidden
 
 
+class TFPGlowFlow(keras.Model):
+  """TFP's `tfb.Glow` as a Keras model that `fit` trains like a `CIncFlow`:
+  each step minimizes the batch's mean bits/dim under the
+  `TransformedDistribution` of a standard normal through the Glow (its
+  ActNorms initialize from the first batch they see)."""
+
+  def __init__(self, glow, image_shape, n_bits=8):
+    super().__init__()
+    self.glow = glow
+    self.image_shape = tuple(image_shape)
+    self.n_bits = n_bits
+    self.num_classes = None  # Scored by `run.evaluate` like a `TrainedFlow`.
+    self.num_dims = math.prod(self.image_shape)
+    self.distribution = tfp.distributions.TransformedDistribution(
+        tfp.distributions.Sample(tfp.distributions.Normal(0., 1.),
+                                 [self.num_dims]), glow)
+    self.bits_per_dim_tracker = keras.metrics.Mean('bits_per_dim')
+
+  @property
+  def metrics(self):
+    return [self.bits_per_dim_tracker]
+
+  def bits_per_dim(self, x):
+    """Bits per dimension of the discrete images that `x` dequantizes."""
+    return flow.bits_per_dim(self.distribution.log_prob(x), self.num_dims,
+                             self.n_bits)
+
+  def train_step(self, x):
+    variables = self.glow.trainable_variables
+    with tf.GradientTape() as tape:
+      bits = tf.reduce_mean(self.bits_per_dim(x))
+    self.optimizer.apply_gradients(zip(tape.gradient(bits, variables),
+                                       variables))
+    self.bits_per_dim_tracker.update_state(bits)
+    return {'bits_per_dim': self.bits_per_dim_tracker.result()}
+
+
+
 def _tfp_glow_functions(glow, x, num_samples, n_bits=8):
   """(parameters, sampling fn, train-step fn) of a `tfb.Glow`, as above."""
-  tfd = tfp.distributions
-  num_dims = math.prod(x.shape[1:])
-  distribution = tfd.TransformedDistribution(
-      tfd.Sample(tfd.Normal(0., 1.), [num_dims]), glow)
-  distribution.log_prob(x)  # Data-dependent initialization of the ActNorms.
-  variables = glow.trainable_variables
-  optimizer = keras.optimizers.Adam(1e-4)
-  optimizer.build(variables)
-
-  @tf.function
-  def step(x):
-    with tf.GradientTape() as tape:
-      log_prob = tf.reduce_mean(distribution.log_prob(x))
-      bits = n_bits - log_prob / (num_dims * math.log(2.))
-    optimizer.apply_gradients(zip(tape.gradient(bits, variables), variables))
-    return bits
-
+  model = TFPGlowFlow(glow, x.shape[1:], n_bits)
+  model.bits_per_dim(x)  # Data-dependent initialization of the ActNorms.
+  model.compile(optimizer=keras.optimizers.Adam(1e-4))
+  model.optimizer.build(glow.trainable_variables)
   sample = tf.function(lambda seed: tf.reduce_sum(
-      distribution.sample(num_samples, seed=seed)))
-  return count_parameters(variables), sample, step
+      model.distribution.sample(num_samples, seed=seed)))
+  step = tf.function(lambda x: model.train_step(x)['bits_per_dim'])
+  return count_parameters(glow.trainable_variables), sample, step
 
 
 def time_models(image_shape, levels, depth, width, num_samples, batch_size,
@@ -229,13 +255,6 @@ for line in sys.stdin:
 print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} &
                         {'cinc_tfp', 'tensorflow_probability'})), flush=True)
 """
-
-
-def _traced_sample(model, count):
-  """`model.sample(count)` traced, `count` closed over: `tf.function` binds
-  default arguments (and a `functools.partial`'s) at every call, 50-90 us
-  here."""
-  return tf.function(lambda: model.sample(count, seed=[0, 2]))
 
 
 def _on_cpu(function):

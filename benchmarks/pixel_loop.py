@@ -80,9 +80,7 @@ def solve(y, kernel, corner='top_left'):
   if threads not in _compiled:
     _compiled[threads] = numba.njit(parallel=threads)(_solve_top_left)
   triangular_conv.check_corner(corner)
-  axes = tuple(axis for axis, flipped in ((1, corner.startswith('bottom')),
-                                          (2, corner.endswith('right')))
-               if flipped)
+  axes = tuple(triangular_conv.flipped_axes(corner))
   y = np.ascontiguousarray(np.flip(np.asarray(y, np.float64), axes))
   kernel = np.ascontiguousarray(
       np.flip(np.asarray(kernel, np.float64), tuple(a - 1 for a in axes)))

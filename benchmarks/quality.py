@@ -28,18 +28,18 @@ import time
 
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from cinc_tfp import config as config_lib
 from cinc_tfp import data
 from cinc_tfp import flow
 from cinc_tfp import run as run_lib
 from cinc_tfp import trainer
+from cinc_tfp import training
 
 from . import harness
 from . import models as models_lib
 
-__all__ = ['MODEL', 'RECIPE', 'ROWS', 'TFPGlowFlow', 'check_rows', 'run_quality', 'train_row']
+__all__ = ['MODEL', 'ROWS', 'check_rows', 'run_quality', 'train_row']
 
 # Rows: (name, conv, coupling, width, reverse_channels) of a `CIncFlow`, or
 # no conv for TFP's `tfb.Glow`. Width `None` is the `width` argument;
@@ -65,62 +65,23 @@ ROWS = (
 # The default model and budget: every row, 3 seeds, in about 50 minutes on
 # two cores (also the command's defaults).
 MODEL = dict(levels=2, depth=4, width=32, batch_size=32)
-# The recipe of the train command (`python -m train.train`).
-RECIPE = dict(optimizer='adamax', learning_rate=3e-3, warmup_steps=200,
-              ema=0.99)
-
-
-class TFPGlowFlow(keras.Model):
-  """TFP's `tfb.Glow` as a Keras model that `fit` trains like a `CIncFlow`:
-  each step minimizes the batch's mean bits/dim under the
-  `TransformedDistribution` of a standard normal through the Glow (its
-  ActNorms initialize from the first batch they see)."""
-
-  def __init__(self, glow, image_shape, n_bits=8):
-    super().__init__()
-    self.glow = glow
-    self.image_shape = tuple(image_shape)
-    self.n_bits = n_bits
-    self.num_classes = None  # Scored by `run.evaluate` like a `TrainedFlow`.
-    self.num_dims = math.prod(self.image_shape)
-    self.distribution = tfp.distributions.TransformedDistribution(
-        tfp.distributions.Sample(tfp.distributions.Normal(0., 1.),
-                                 [self.num_dims]), glow)
-    self.bits_per_dim_tracker = keras.metrics.Mean('bits_per_dim')
-
-  @property
-  def metrics(self):
-    return [self.bits_per_dim_tracker]
-
-  def bits_per_dim(self, x):
-    """Bits per dimension of the discrete images that `x` dequantizes."""
-    return self.n_bits - self.distribution.log_prob(x) / (
-        self.num_dims * math.log(2.))
-
-  def train_step(self, x):
-    variables = self.glow.trainable_variables
-    with tf.GradientTape() as tape:
-      bits = tf.reduce_mean(self.bits_per_dim(x))
-    self.optimizer.apply_gradients(zip(tape.gradient(bits, variables),
-                                       variables))
-    self.bits_per_dim_tracker.update_state(bits)
-    return {'bits_per_dim': self.bits_per_dim_tracker.result()}
 
 
 def _train_tfp_glow(options, hidden):
   """Trains and scores `tfb.Glow` with `hidden` hidden channels on
   `options`' data, batches and recipe; returns its test bits/dim."""
   train_images, test_images, config = trainer.data_and_config(options)
-  shape = (config['image_size'], config['image_size'], config['channels'])
+  shape = run_lib.image_shape(config)
   keras.utils.set_random_seed(config['seed'])  # The networks' initializers.
   glow = models_lib.tfp_glow(shape, config['levels'], config['depth'], hidden)
-  model = TFPGlowFlow(glow, shape, config['n_bits'])
+  model = models_lib.TFPGlowFlow(glow, shape, config['n_bits'])
   stream = run_lib.training_stream(train_images, config)
   model.bits_per_dim(next(iter(stream)))  # Builds the networks and ActNorms.
   optimizer = run_lib.build_optimizer(config, glow.trainable_variables)
   model.compile(optimizer=optimizer)
   model.fit(stream, epochs=1, steps_per_epoch=options['steps'], verbose=0,
             shuffle=False)  # The stream is shuffled.
+  # Keras tracks no variable of a `tf.Module` such as `tfb.Glow`.
   optimizer.swap_in_averages(glow.trainable_variables)
   return run_lib.evaluate(model, test_images)['bits_per_dim']
 
@@ -193,12 +154,13 @@ def run_quality(dataset=data.EMBEDDED, image_size=None,
     batch_size, steps: the training budget of every run.
     seeds: the seeds (initial weights and batch order); a run per row each.
     rows: names of `ROWS` to train (default: all).
-    recipe: the optimizer options (default `RECIPE`, the train command's).
+    recipe: the optimizer options (default `training.RECIPE`, the train
+      command's).
     progress: if given, called with a line per run as it ends.
   """
   names = [row[0] for row in ROWS] if rows is None else list(rows)
   check_rows(names)
-  recipe = dict(RECIPE, **(recipe or {}))
+  recipe = dict(training.RECIPE, **(recipe or {}))
   size = image_size or data.default_image_size(dataset)
   channels = int(data.load_images(dataset, 'train', size, data_dir,
                                   download).element_spec.shape[-1])

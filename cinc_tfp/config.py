@@ -4,7 +4,8 @@
 and allowed values, and checks them. From it come `CIncFlow.get_config()`,
 the model part of a run's `config.json` (`cinc_tfp.run`), the SavedModel's
 `config_json` (`cinc_tfp.export`) and the model flags of the commands
-(`train/cli_flags.py` defines one flag per `FlowConfig.options()`).
+(`train/cli_flags.py` defines one flag per option of `FlowConfig.options()`
+but those set from the data, `num_classes`).
 """
 
 import dataclasses

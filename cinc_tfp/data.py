@@ -1,4 +1,4 @@
-"""Image data: loading, dequantization, batching and PNG output.
+"""Image data: loading, dequantization, batching and PNG or JPEG output.
 
 Datasets, named by `load_images`:
 
@@ -27,14 +27,16 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cinc_tfp import _errors
 from cinc_tfp import _paths
 from cinc_tfp.bijectors import _util
 
 __all__ = [
-    'EMBEDDED', 'DataError', 'check_image_path', 'class_names',
-    'default_eval_split', 'default_image_size', 'dequantize', 'image_grid',
-    'IMAGE_FORMATS', 'load_folder', 'load_images', 'pipeline', 'quantize',
-    'shuffle_blocks', 'SHUFFLE_BUFFER', 'write_image'
+    'EMBEDDED', 'DataError', 'canonical_name', 'check_image_path',
+    'class_names', 'default_eval_split', 'default_image_size', 'dequantize',
+    'image_grid', 'IMAGE_FORMATS', 'load_folder', 'load_image_file',
+    'load_images', 'pipeline', 'quantize', 'shuffle_blocks', 'SHUFFLE_BUFFER',
+    'write_image'
 ]
 
 EMBEDDED = 'embedded'
@@ -43,7 +45,8 @@ _EMBEDDED_SIZE = 16
 _EMBEDDED_TRAIN = 4500
 _EMBEDDED_SEED = 0
 _FOLDER_SIZE = 32
-_FOLDER_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+# The image files read from folders and written, by extension.
+IMAGE_FORMATS = {'.png': 'PNG', '.jpg': 'JPEG', '.jpeg': 'JPEG'}
 # Native image sizes of the TFDS datasets `load_images` accepts.
 _TFDS_SIZES = {
     'cifar10': 32,
@@ -221,7 +224,7 @@ def _image_files(folder):
   return [os.path.join(parent, file_name)
           for parent, _, file_names in tf.io.gfile.walk(folder)
           for file_name in file_names
-          if file_name.lower().endswith(_FOLDER_EXTENSIONS)]
+          if file_name.lower().endswith(tuple(IMAGE_FORMATS))]
 
 
 def _folder_classes(path):
@@ -232,7 +235,7 @@ def _folder_classes(path):
   """
   _, subfolders, file_names = next(tf.io.gfile.walk(path))
   loose = sorted(file_name for file_name in file_names
-                 if file_name.lower().endswith(_FOLDER_EXTENSIONS))
+                 if file_name.lower().endswith(tuple(IMAGE_FORMATS)))
   if loose:
     raise DataError(
         f'Image {os.path.join(path, loose[0])!r} lies directly in {path!r}, '
@@ -350,8 +353,8 @@ def _split_folder(examples, split):
 
 def _tfds_error(what, error):
   """A one-line DataError: TFDS could not load `what`."""
-  message = (str(error).splitlines() or [type(error).__name__])[0]
-  return DataError(f'TFDS could not load {what}: {message}')
+  return DataError(f'TFDS could not load {what}: '
+                   f'{_errors.first_line(error)}')
 
 
 def _tfds_label_feature(name, data_dir):
@@ -432,6 +435,11 @@ def quantize(x, n_bits=8):
   return tf.cast(bins * 2.0**(8 - n_bits), tf.uint8)
 
 
+def _check_seed(seed):
+  if not isinstance(seed, int) or isinstance(seed, bool):
+    raise DataError(f'seed must be an int, got {seed!r}.')
+
+
 def shuffle_blocks(elements, seed, block=SHUFFLE_BUFFER):
   """Shuffles a dataset as a function of `seed` alone.
 
@@ -449,8 +457,7 @@ def shuffle_blocks(elements, seed, block=SHUFFLE_BUFFER):
     block: positive int, elements permuted together.
   """
   _util.positive_int(block, 'block', DataError)
-  if not isinstance(seed, int) or isinstance(seed, bool):
-    raise DataError(f'seed must be an int, got {seed!r}.')
+  _check_seed(seed)
 
   def permute(index, batch):
     count = tf.shape(tf.nest.flatten(batch)[0])[0]
@@ -494,8 +501,7 @@ def pipeline(images,
     not depend on whether the images are labelled.
   """
   _util.positive_int(batch_size, 'batch_size', DataError)
-  if not isinstance(seed, int) or isinstance(seed, bool):
-    raise DataError(f'seed must be an int, got {seed!r}.')
+  _check_seed(seed)
   _check_n_bits(n_bits)
   spec = images.element_spec
   labelled = isinstance(spec, tuple)
@@ -545,9 +551,6 @@ def image_grid(images, rows=None):
   return (cells.reshape([rows, cols, height, width, channels])
           .transpose([0, 2, 1, 3, 4])
           .reshape([rows * height, cols * width, channels]))
-
-
-IMAGE_FORMATS = {'.png': 'PNG', '.jpg': 'JPEG', '.jpeg': 'JPEG'}
 
 
 def check_image_path(path):

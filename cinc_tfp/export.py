@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from cinc_tfp import data
 from cinc_tfp import flow
+from cinc_tfp import _errors
 from cinc_tfp import _paths
 
 __all__ = ['CONDITIONAL_SIGNATURES', 'ExportError', 'SIGNATURES', 'load',
@@ -319,9 +320,8 @@ def load(path):
   try:
     loaded = tf.saved_model.load(os.fspath(path))
   except (OSError, ValueError, tf.errors.OpError) as error:
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    raise ExportError(
-        f'Cannot load a SavedModel from {path!r}: {reason}') from error
+    raise ExportError(f'Cannot load a SavedModel from {path!r}: '
+                      f'{_errors.first_line(error)}') from error
   conditional = int(getattr(loaded, 'num_classes', 0)) > 0
   missing = [name for name in
              (CONDITIONAL_SIGNATURES if conditional else SIGNATURES)

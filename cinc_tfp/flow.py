@@ -17,7 +17,7 @@ from cinc_tfp.bijectors import init
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ['CIncFlow', 'finite_images']
+__all__ = ['CIncFlow', 'bits_per_dim', 'finite_images']
 
 
 # The methods a traced function calls run as written, not converted by
@@ -33,6 +33,13 @@ _as_written = tf.autograph.experimental.do_not_convert
 # (docs/performance.md). Not with a GPU, whose one stream would only run
 # twice the ops.
 SPLIT_BATCHES = range(8, 101)
+
+
+def bits_per_dim(log_prob, num_dims, n_bits):
+  """Bits per dimension of `n_bits` images whose dequantized density over
+  `num_dims` dimensions is `log_prob` (nats): the discrete images' bits,
+  the dequantization's correction included."""
+  return n_bits - log_prob / (num_dims * math.log(2.))
 
 
 @keras.saving.register_keras_serializable(package='cinc_tfp')
@@ -297,7 +304,7 @@ class CIncFlow(keras.Model):
     return self._log_prob_of(*self.encode_with_log_det(x, labels))
 
   def _bits(self, log_prob):
-    return -log_prob / (self.num_dims * math.log(2.)) + self.n_bits
+    return bits_per_dim(log_prob, self.num_dims, self.n_bits)
 
   @_as_written
   def bits_per_dim(self, x, labels=None):

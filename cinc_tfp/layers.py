@@ -135,10 +135,11 @@ class InvertibleConvLayer(keras.layers.Layer):
 
     Args:
       plan: `True`: its inverse uses the weights' `InversePlan` while they
-        keep their values (as decoding and sampling do), else the plain
-        solve; `False`: the plain solve (for an inverse inside training,
-        where they change at every step); or plans (`plans()`'s structure)
-        known to be those of the current weights, used unchecked.
+        keep their values, else the plain solve (as `encode`, `log_prob`
+        and `distribution()` build it); `False`: the plain solve (for an
+        inverse inside training, where they change at every step); or plans
+        (`plans()`'s structure) known to be those of the current weights,
+        used unchecked (as decoding and sampling do).
     """
     if not self.has_plans or plan is False:
       return self._bijector()

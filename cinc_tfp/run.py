@@ -37,14 +37,15 @@ from cinc_tfp import data
 from cinc_tfp import export
 from cinc_tfp import flow
 from cinc_tfp import training
+from cinc_tfp import _errors
 from cinc_tfp import _paths
 from cinc_tfp._paths import resolve
 
 __all__ = [
     'CONFIG_FILE', 'RUN_KEYS', 'MODEL_KEYS', 'RunDirectory', 'RunError',
     'TrainedFlow', 'build_model', 'build_optimizer', 'check_writable',
-    'class_grid', 'cycled_labels', 'evaluate', 'load_split', 'resolve',
-    'resolved', 'restore', 'sample_grid', 'training_stream'
+    'class_grid', 'cycled_labels', 'evaluate', 'image_shape', 'load_split',
+    'resolve', 'resolved', 'restore', 'sample_grid', 'training_stream'
 ]
 
 CONFIG_FILE = 'config.json'
@@ -202,7 +203,7 @@ class RunDirectory:
     except Exception as error:  # Protobuf text errors have no common base.
       raise RunError(
           f'Cannot read the checkpoint index {self.join("checkpoint")}: '
-          f'{_first_line(error)}') from error
+          f'{_errors.first_line(error)}') from error
     if state is None or not state.model_checkpoint_path:
       found = tf.io.gfile.glob(self.join(f'{CHECKPOINT_PREFIX}-*.index'))
       if found:
@@ -267,20 +268,23 @@ def resolved(config, saved=None):
                              if config.get(key) is None})
   try:
     options = config_lib.FlowConfig(
-        (config['image_size'], config['image_size'], config['channels']),
+        image_shape(config),
         **{key: config[key] for key in MODEL_KEYS if key in config}).as_dict()
   except ValueError as error:
     raise RunError(str(error)) from error
   return dict(config, **{key: options[key] for key in MODEL_KEYS})
 
 
+def image_shape(config):
+  """`(H, W, C)` of the images of a run configuration."""
+  return config['image_size'], config['image_size'], config['channels']
+
+
 def build_model(config):
   """The `CIncFlow` of a run configuration (a dict with `RUN_KEYS`)."""
   try:
-    return flow.CIncFlow(
-        image_shape=(config['image_size'], config['image_size'],
-                     config['channels']),
-        **{key: config[key] for key in MODEL_KEYS})
+    return flow.CIncFlow(image_shape=image_shape(config),
+                         **{key: config[key] for key in MODEL_KEYS})
   except ValueError as error:
     raise RunError(str(error)) from error
 
@@ -319,7 +323,7 @@ def restore(checkpoint, path):
     raise
   except Exception as error:  # Bad bytes raise IndexError, OpError, ...
     raise RunError(
-        f'Cannot restore checkpoint {path}: {_first_line(error)} (a corrupt '
+        f'Cannot restore checkpoint {path}: {_errors.first_line(error)} (a corrupt '
         f'file, or a checkpoint of another model).') from error
 
 
@@ -536,7 +540,7 @@ def evaluate(trained, images, batch_size=256, seed=0):
     outputs = trained.classify(x)
     log_likelihood = np.asarray(outputs['log_likelihoods'], np.float64)[
         np.arange(len(labels)), labels]
-    bits.append(-log_likelihood / (num_dims * math.log(2.)) + trained.n_bits)
+    bits.append(flow.bits_per_dim(log_likelihood, num_dims, trained.n_bits))
     correct.append(outputs['classes'].numpy() == labels)
   if not bits:
     raise RunError('The evaluation split holds no image.')
@@ -582,8 +586,3 @@ def class_grid(trained, per_class, temperature, seed=0):
   images = trained.sample(len(labels), temperature, [seed, 0], labels)
   return data.image_grid(data.quantize(images, trained.n_bits).numpy(),
                          rows=trained.num_classes)
-
-
-def _first_line(error):
-  lines = str(error).strip().splitlines()
-  return ' '.join(lines[0].split()) if lines else type(error).__name__

@@ -6,10 +6,11 @@ checkpoints, TensorBoard logs and sample grids on the way, then swaps in the
 averaged weights, evaluates the held-out split, writes `samples.png` and
 exports the SavedModel unless `options['export']` is false (the layout is
 `cinc_tfp.run`'s). Every value comes from `options`, a dict with the keys
-of `run.RUN_KEYS` and those of the course of the run, which may change from
-one start to the next: 'model_dir', 'steps', 'steps_per_epoch',
-'checkpoint_every', 'strategy', 'eval_split', 'temperatures', 'data_dir',
-'download' and 'export' (as `train.train`'s flags), and 'conditional': a
+of `run.RUN_KEYS` but those the data sets (`channels`, `num_classes`), and
+those of the course of the run, which may change from one start to the
+next: 'model_dir', 'steps', 'steps_per_epoch', 'checkpoint_every',
+'strategy', 'eval_split', 'temperatures', 'data_dir', 'download' and
+'export' (as `train.train`'s flags), and 'conditional': a
 class-conditional flow of the dataset's classes (`num_classes` in the run's
 configuration), trained on its labels.
 """
@@ -27,6 +28,7 @@ from cinc_tfp import data
 from cinc_tfp import export
 from cinc_tfp import run as run_lib
 from cinc_tfp import training
+from cinc_tfp import _errors
 
 __all__ = ['STRATEGIES', 'SAMPLES_PER_ROW', 'Guard', 'data_and_config',
            'fit_segments', 'make_strategy', 'train']
@@ -55,7 +57,7 @@ def make_strategy(name):
     raise run_lib.RunError(
         'the mirrored strategy splits the CPU in two, which must happen '
         'before TensorFlow starts running ops: '
-        f'{str(error).splitlines()[0]}') from error
+        f'{_errors.first_line(error)}') from error
   return tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
 
 

@@ -13,7 +13,8 @@ import math
 import keras
 import tensorflow as tf
 
-__all__ = ['OPTIMIZERS', 'WarmUp', 'optimizer', 'use_averaged_weights']
+__all__ = ['OPTIMIZERS', 'RECIPE', 'WarmUp', 'optimizer',
+           'use_averaged_weights']
 
 
 @keras.saving.register_keras_serializable('cinc_tfp')
@@ -58,6 +59,11 @@ class Adam(_KeepsRawWeights, keras.optimizers.Adam):
 
 _OPTIMIZER_CLASSES = {'adamax': Adamax, 'adam': Adam}
 OPTIMIZERS = tuple(_OPTIMIZER_CLASSES)
+# The optimizer options (as a run's config.json holds them) that
+# `train.train` and the quality benchmark default to: sized for runs of a few
+# thousand steps (the paper's long runs: Adamax at 1e-3, an EMA of 0.999).
+RECIPE = dict(optimizer='adamax', learning_rate=3e-3, warmup_steps=200,
+              ema=0.99)
 
 
 def optimizer(name='adamax', learning_rate=1e-3, warmup_steps=0, ema=0.,

@@ -318,7 +318,7 @@ def test_tfp_glow_model_fits_and_swaps_in_its_averages():
   from cinc_tfp import training  # pylint: disable=g-import-not-at-top
   shape = (4, 4, 1)
   x = tf.random.stateless_uniform((8, *shape), [0, 1], -0.5, 0.5)
-  model = quality.TFPGlowFlow(models.tfp_glow(shape, 1, 1, 4), shape)
+  model = models.TFPGlowFlow(models.tfp_glow(shape, 1, 1, 4), shape)
   before = float(tf.reduce_mean(model.bits_per_dim(x)))
   variables = model.glow.trainable_variables
   optimizer = training.optimizer('adam', 1e-2, ema=0.5, variables=variables)

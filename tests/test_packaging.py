@@ -60,6 +60,13 @@ def test_console_scripts_run_from_any_directory(command, tmp_path):
   usage = ('python -m benchmarks layers' if command == 'benchmark' else
            'python -m train.train [--model_dir=DIR]')
   assert usage in result.stdout, result.stdout[:2000]
+  if command == 'benchmark':  # Runs one, with the modules it loads late.
+    result = subprocess.run(
+        [script, 'layers', '--batch_sizes=1', '--shapes=4x4x3',
+         '--repeats=1', '--raster_repeats=0', '--threads=1'], cwd=tmp_path,
+        env=_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '| 4x4x3 |' in result.stdout, result.stdout[-2000:]
 
 
 def test_no_generic_top_level_package_is_importable(tmp_path):

@@ -68,6 +68,13 @@ def trained_flow(flag_values):
   return run_lib.TrainedFlow.from_saved_model(flag_values.saved_model)
 
 
+def evaluation_data(flag_values, flow):
+  """`(dataset, split)`: --dataset and --split, else `flow`'s dataset (the
+  embedded digits if it names none) and that dataset's held-out split."""
+  dataset = flag_values.dataset or flow.dataset or data.EMBEDDED
+  return dataset, flag_values.split or data.default_eval_split(dataset)
+
+
 def define_model_flags(flag_values, defaults):
   """A flag per option of `cinc_tfp.config.FlowConfig` (but those set from
   the dataset), --image_size and --batch_size; the options are checked

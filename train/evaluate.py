@@ -24,7 +24,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 
-from cinc_tfp import data
 from cinc_tfp import run as run_lib
 from . import cli_flags
 from . import common
@@ -48,8 +47,7 @@ def run(flag_values=FLAGS):
   """Evaluates as the flags say; returns `(split, metrics)`, the metrics of
   `cinc_tfp.run.evaluate`."""
   flow = cli_flags.trained_flow(flag_values)
-  dataset = flag_values.dataset or flow.dataset or data.EMBEDDED
-  split = flag_values.split or data.default_eval_split(dataset)
+  dataset, split = cli_flags.evaluation_data(flag_values, flow)
   images = run_lib.load_split(flow, dataset, split, flag_values.data_dir,
                               flag_values.download,
                               labels=flow.num_classes is not None)

@@ -160,8 +160,7 @@ def run(flag_values=FLAGS):
   if labels is not None:  # Checked before any data is loaded.
     flow.check_labels(labels, 2 if fv.interpolate else len(labels))
   if fv.interpolate:
-    dataset = fv.dataset or flow.dataset or data.EMBEDDED
-    split = fv.split or data.default_eval_split(dataset)
+    dataset, split = cli_flags.evaluation_data(fv, flow)
     row = flow.interpolate(_endpoints(flow, fv.interpolate, dataset, split,
                                       fv.data_dir, fv.download), fv.steps,
                            fv.seed, labels)

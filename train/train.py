@@ -21,10 +21,11 @@ In `--model_dir` (see `cinc_tfp/run.py` for config.json and the checkpoints):
 Resuming: the same command again continues from the newest checkpoint, so a
 run killed at any moment loses at most `--checkpoint_every` steps. `--steps`
 is the total number of optimizer steps, so a larger value continues a
-finished run. The data stream (the training images repeated, then shuffled
-through a buffer, batched and dequantized) is a function of `--seed` alone: a
-resumed run skips the batches the checkpoint has consumed and sees exactly the
-batches an uninterrupted run would have, so it ends with the same weights.
+finished run. The data stream (the training images repeated, shuffled in
+fixed blocks by `data.shuffle_blocks`, batched and dequantized) is a function
+of `--seed` alone: a resumed run skips the batches the checkpoint has
+consumed and sees exactly the batches an uninterrupted run would have, so it
+ends with the same weights.
 An epoch is `--steps_per_epoch` steps; after a resume mid-epoch the rest of
 that epoch runs as a shorter `fit` call.
 
@@ -92,14 +93,16 @@ def define_flags(flag_values=FLAGS):
   flags.DEFINE_integer('checkpoint_every', 200,
                        'Steps between checkpoints.', lower_bound=1,
                        flag_values=fv)
-  flags.DEFINE_enum('optimizer', 'adamax', training.OPTIMIZERS,
+  recipe = training.RECIPE
+  flags.DEFINE_enum('optimizer', recipe['optimizer'], training.OPTIMIZERS,
                     'Adamax (the paper) or Adam.', flag_values=fv)
-  flags.DEFINE_float('learning_rate', 3e-3, 'Learning rate after warm-up.',
+  flags.DEFINE_float('learning_rate', recipe['learning_rate'],
+                     'Learning rate after warm-up.',
                      lower_bound=0., flag_values=fv)
-  flags.DEFINE_integer('warmup_steps', 200,
+  flags.DEFINE_integer('warmup_steps', recipe['warmup_steps'],
                        'Steps of linear learning-rate warm-up.', lower_bound=0,
                        flag_values=fv)
-  flags.DEFINE_float('ema', 0.99,
+  flags.DEFINE_float('ema', recipe['ema'],
                      'Momentum of the Polyak (EMA) average of the weights '
                      'used for evaluation, samples and export; 0 disables it. '
                      "Keras' average starts at the first step's weights, "

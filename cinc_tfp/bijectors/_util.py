@@ -93,9 +93,14 @@ def variable_or_tensor(value, dtype, name):
 MAX_LOG_DIAGONAL = 8.
 
 
+def soft_bound(value, bound):
+  """`value` near 0, squashed smoothly into `(-bound, bound)`."""
+  return bound * tf.tanh(value / bound)
+
+
 def bounded_log_diagonal(log_diag):
   """Log of a triangular tap's diagonal from its free parameter."""
-  return MAX_LOG_DIAGONAL * tf.tanh(log_diag / MAX_LOG_DIAGONAL)
+  return soft_bound(log_diag, MAX_LOG_DIAGONAL)
 
 
 def called(value):

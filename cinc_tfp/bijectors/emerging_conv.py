@@ -137,10 +137,6 @@ class EmergingConv2D(_base.PixelwiseVolumeBijector):
   def _pixel_log_det(self):
     return self._first._pixel_log_det()  # pylint: disable=protected-access
 
-  def effective_kernels(self):
-    """The two `[2, 2, C, C]` kernels actually applied, in forward order."""
-    return self._first.effective_kernel(), self._second.effective_kernel()
-
   def plan_parameters(self):
     """The tensors its pair of plans is keyed on: the first factor's, then
     the second's (see `CIncConv2D.plan_parameters`)."""

@@ -118,7 +118,7 @@ class FactorOut(_base.NetworkBijector):
     if self._condition is not None:
       prior += self._condition[..., tf.newaxis, tf.newaxis, :]
     mean, raw = tf.split(prior, 2, axis=-1)
-    return mean, MAX_LOG_SIGMA * tf.tanh(raw / MAX_LOG_SIGMA)
+    return mean, _util.soft_bound(raw, MAX_LOG_SIGMA)
 
   def forward_and_log_det(self, x):
     """`(z, log|det J|)`, running the prior network and `inner` once."""

@@ -53,7 +53,7 @@ def check_corner(corner):
         f'corner must be one of {CORNERS}, got {corner!r}.')
 
 
-def _flipped_axes(corner):
+def flipped_axes(corner):
   """Image axes (of `[B, H, W, C]`) to reverse to move `corner` to top-left."""
   axes = []
   if corner.startswith('bottom'):
@@ -158,20 +158,20 @@ def _inverse_kernel_by_rows(matrices, height, width, channels, corner):
 
 def _top_left_kernel(kernel, corner):
   """`kernel` flipped so that `corner` becomes the top-left one."""
-  axes = _flipped_axes(corner)
+  axes = flipped_axes(corner)
   return tf.reverse(kernel, [a - 1 for a in axes]) if axes else kernel
 
 
 def _to_top_left(tensor, kernel, corner):
   """Flips `tensor` (`[B, H, W, C]`) and `kernel` so `corner` is top-left."""
-  axes = _flipped_axes(corner)
+  axes = flipped_axes(corner)
   if not axes:
     return tensor, kernel
   return tf.reverse(tensor, axes), _top_left_kernel(kernel, corner)
 
 
 def _from_top_left(tensor, corner):
-  axes = _flipped_axes(corner)
+  axes = flipped_axes(corner)
   return tf.reverse(tensor, axes) if axes else tensor
 
 
