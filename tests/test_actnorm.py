@@ -82,6 +82,8 @@ def test_bad_input_is_a_clear_error():
     actnorm.forward(tf.zeros([2, 2, 1]))
   with pytest.raises(tf.errors.InvalidArgumentError, match='NaN or infinite'):
     actnorm.inverse(tf.fill([2, 2, 3], np.nan))
+  with pytest.raises(ValueError, match='built for float32, got a float64'):
+    actnorm.inverse(tf.zeros([2, 2, 3], tf.float64))
   with pytest.raises(ValueError, match=r'must both have shape \[\.\.\., C\]'):
     bijectors.ActNorm(tf.zeros([3]), tf.zeros([2]))
   with pytest.raises(ValueError, match='initialization needs log_scale'):

@@ -1,6 +1,7 @@
 """CIncConv2D: exact log-det and inverse, invertible all through training."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -266,3 +267,9 @@ def test_bad_input_is_a_clear_error():
   with pytest.raises(ValueError, match='plan was made from float32 weights; '
                      'these are float64'):
     doubled.inverse(tf.zeros([1, 4, 4, 3], tf.float64))
+  for method in (conv.forward, conv.inverse, conv.forward_log_det_jacobian,
+                 conv.inverse_log_det_jacobian):
+    with pytest.raises(ValueError, match=re.escape(
+        'cinc_conv2d: built for float32, got a float64 tensor of shape '
+        '(4, 4, 3)')):
+      method(tf.zeros([4, 4, 3], tf.float64))
