@@ -351,9 +351,8 @@ class CIncFlow(keras.Model):
   @_as_written
   def decode(self, z, labels=None):
     """Images of latent vectors `z` (`[B, H*W*C]`): the exact inverse."""
-    z = tf.cast(_real_tensor(
-        z, 'CIncFlow.decode: latent vectors must be real numbers'),
-                self.compute_dtype)
+    z = _real_tensor(z, 'CIncFlow.decode: latent vectors must be real numbers')
+    z = tf.cast(z, self.compute_dtype)
     if z.shape.rank != 2 or z.shape[-1] != self.num_dims:
       raise ValueError(
           f'CIncFlow: expected latent vectors of shape [B, {self.num_dims}], '

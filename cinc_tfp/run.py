@@ -323,8 +323,8 @@ def restore(checkpoint, path):
     raise
   except Exception as error:  # Bad bytes raise IndexError, OpError, ...
     raise RunError(
-        f'Cannot restore checkpoint {path}: {_errors.first_line(error)} (a corrupt '
-        f'file, or a checkpoint of another model).') from error
+        f'Cannot restore checkpoint {path}: {_errors.first_line(error)} (a '
+        f'corrupt file, or a checkpoint of another model).') from error
 
 
 def _differences(checkpoint, path):

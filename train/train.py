@@ -4,7 +4,8 @@
 
 With no flags: the embedded MNIST digits at 16x16 (no network needed), a
 2-level flow, 3 to 4 minutes on two CPU cores; the last line printed is
-`test bits/dim: X` on the held-out split (2.66 in the README's run). Every option: `--helpfull`.
+`test bits/dim: X` on the held-out split (2.66 in the README's run). Every
+option: `--helpfull`.
 
 In `--model_dir` (see `cinc_tfp/run.py` for config.json and the checkpoints):
 
