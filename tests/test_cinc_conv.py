@@ -112,17 +112,33 @@ def test_planned_inverse_is_exact_and_only_for_its_own_weights(
                                  corner='top_right',
                                  reverse_channels=reverse_channels,
                                  inverse_plan=conv.plan_inverse(5, 6))
+  # The same plan, used unchecked: it shows that the plan is what inverts.
+  unchecked = bijectors.CIncConv2D(conv.kernel, conv.log_diag, conv.bias,
+                                   corner='top_right',
+                                   reverse_channels=reverse_channels,
+                                   inverse_plan=planned.plan_inverse(5, 6),
+                                   check_plan=False)
   tolerance = bijector_checks.TOLERANCE[dtype]
   inverse = tf.function(planned.inverse)
+  images, before = [], []
   for batch in (1, 20):  # One image (by one convolution), then many.
     y = tf.random.stateless_normal([batch, 6, 5, 3], [1, 2], dtype=dtype)
     reference = conv.inverse_reference(y)
     np.testing.assert_allclose(planned.inverse(y), reference, **tolerance)
     np.testing.assert_allclose(inverse(y), reference, **tolerance)
-  # The variables move on: the traced inverse no longer uses the plan.
+    images.append(y)
+    before.append(reference)
+  # The variables move on: the checked inverses no longer use the plan, the
+  # unchecked one still does (and so gives the old weights' inverse).
   conv.log_diag.assign_add(tf.fill([3], tf.constant(0.3, dtype)))
-  np.testing.assert_allclose(inverse(y), conv.inverse_reference(y),
-                             **tolerance)
+  for y, old in zip(images, before):
+    reference = conv.inverse_reference(tf.identity(y))
+    assert np.max(np.abs(reference - old)) > 1e-2
+    np.testing.assert_allclose(inverse(y), reference, **tolerance)
+    np.testing.assert_allclose(planned.inverse(tf.identity(y)), reference,
+                               **tolerance)
+    np.testing.assert_allclose(unchecked.inverse(tf.identity(y)), old,
+                               **tolerance)
 
 
 @pytest.mark.parametrize('corner', ['top_left', 'bottom_right'])

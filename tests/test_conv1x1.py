@@ -40,11 +40,20 @@ def test_starts_as_a_rotation_from_the_seed():
 @pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
 def test_explicit_parameters(dtype):
   rng = np.random.default_rng(0)
+  lower_upper, log_scale = rng.normal(size=[3, 3]), rng.normal(size=[3])
+  sign, permutation = np.array([1., -1., 1.]), [2, 0, 1]
   conv = bijectors.Conv1x1(
-      tf.constant(rng.normal(size=[3, 3]), dtype),
-      tf.constant(rng.normal(size=[3]), dtype),
-      sign=[1., -1., 1.], permutation=[2, 0, 1])
+      tf.constant(lower_upper, dtype), tf.constant(log_scale, dtype),
+      sign=sign, permutation=permutation)
   bijector_checks.check_bijector(conv, (2, 3, 3), dtype)
+  # W = P L U in NumPy: L unit lower, U upper with sign * exp(log_scale) on
+  # its diagonal; row permutation[i] of W is row i of L U.
+  lower = np.tril(lower_upper, -1) + np.eye(3)
+  upper = np.triu(lower_upper, 1) + np.diag(sign * np.exp(log_scale))
+  expected = np.empty([3, 3])
+  expected[permutation] = lower @ upper
+  np.testing.assert_allclose(conv.matrix(), expected,
+                             **bijector_checks.TOLERANCE[dtype])
 
 
 def test_bad_input_is_a_clear_error():

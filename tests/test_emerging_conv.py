@@ -103,6 +103,12 @@ def test_planned_inverse_is_exact_and_only_for_its_own_weights(
       conv.kernel_a, conv.kernel_b, conv.log_diag, conv.bias,
       reverse_channels=reverse_channels,
       inverse_plan=conv.plan_inverse(5, 6))
+  # The same plans, used unchecked: they show that each factor's plan is
+  # what inverts it.
+  unchecked = bijectors.EmergingConv2D(
+      conv.kernel_a, conv.kernel_b, conv.log_diag, conv.bias,
+      reverse_channels=reverse_channels,
+      inverse_plan=conv.plan_inverse(5, 6), check_plan=False)
   tolerance = bijector_checks.TOLERANCE[dtype]
   inverse = tf.function(planned.inverse)
   for batch in (1, 20):  # One image (by one convolution), then many.
@@ -110,10 +116,15 @@ def test_planned_inverse_is_exact_and_only_for_its_own_weights(
     reference = conv.inverse_reference(y)
     np.testing.assert_allclose(planned.inverse(y), reference, **tolerance)
     np.testing.assert_allclose(inverse(y), reference, **tolerance)
-  # Either factor's weights move on: the traced inverse stops using its plan.
+  old = reference
+  # Either factor's weights move on: the traced inverse stops using its plan;
+  # the unchecked one still uses both (the old weights' inverse).
   for variable in (conv.kernel_b, conv.log_diag):
     variable.assign_add(0.1 * tf.ones_like(variable))
-    np.testing.assert_allclose(inverse(y), conv.inverse_reference(y),
+    reference = conv.inverse_reference(tf.identity(y))
+    assert np.max(np.abs(reference - old)) > 1e-2
+    np.testing.assert_allclose(inverse(y), reference, **tolerance)
+    np.testing.assert_allclose(unchecked.inverse(tf.identity(y)), old,
                                **tolerance)
 
 

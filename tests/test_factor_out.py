@@ -121,8 +121,11 @@ def test_prior_scale_is_bounded():
   factored = x[..., 2:].numpy()
   np.testing.assert_allclose(factored[..., 0], 1e3 * np.exp(8.), rtol=1e-5)
   np.testing.assert_allclose(factored[..., 1], 1e3 * np.exp(-8.), rtol=1e-5)
+  # The log-det is -sum(log_sigma): 4 pixels of log-sigmas (8, 0).
+  network.bias.assign([0., 0., 1e4, 0.])
   np.testing.assert_allclose(
-      bijector.forward_log_det_jacobian(x, event_ndims=3), [0.], atol=1e-3)
+      bijector.forward_log_det_jacobian(tf.identity(x), event_ndims=3), [-32.],
+      atol=1e-3)
 
 
 def test_bad_input_is_a_clear_error():

@@ -62,16 +62,21 @@ def test_float32_flow_is_exact_too():
 @pytest.mark.parametrize('conv,jit', [('cinc', False), ('emerging', False),
                                       ('cinc', True)])
 def test_traced_decode_stays_exact_after_the_weights_change(conv, jit):
-  # A traced decode holds the inverse plans of the weights at trace time; it
-  # must not use them once the weights have moved on (also under XLA).
+  # A traced decode holds the inverse plans of the weights at trace time, an
+  # eager one those a layer keeps: neither may use them once the weights
+  # have moved on (also under XLA).
   model = tiny_flow(conv, dtype='float64')
   x = tf.random.stateless_uniform((3,) + IMAGE_SHAPE, [3, 4], -0.5, 0.5,
                                   dtype=tf.float64)
   decode = tf.function(model.decode, jit_compile=jit)
-  np.testing.assert_allclose(decode(model.encode(x)), x, rtol=1e-9, atol=1e-9)
+  for decoded in (decode, model.decode):  # Then eager, with plans made.
+    np.testing.assert_allclose(decoded(model.encode(x)), x, rtol=1e-9,
+                               atol=1e-9)
   for variable in model.trainable_variables:
     variable.assign_add(0.01 * tf.ones_like(variable))
-  np.testing.assert_allclose(decode(model.encode(x)), x, rtol=1e-9, atol=1e-9)
+  for decoded in (decode, model.decode):
+    np.testing.assert_allclose(decoded(model.encode(x)), x, rtol=1e-9,
+                               atol=1e-9)
 
 
 def test_results_on_one_tensor_follow_the_weights():

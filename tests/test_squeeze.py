@@ -20,6 +20,7 @@ def test_log_det_and_inverse_exact(shape, dtype):
   np.testing.assert_array_equal(np.abs(jacobian).sum(0), 1.)
   np.testing.assert_array_equal(np.abs(jacobian).sum(1), 1.)
   assert squeeze.forward_log_det_jacobian(x) == 0.
+  assert squeeze.inverse_log_det_jacobian(tf.identity(squeeze.forward(x))) == 0.
   xs = tf.random.stateless_normal((3,) + shape, [2, 3], dtype=dtype)
   np.testing.assert_array_equal(squeeze.inverse(tf.identity(squeeze.forward(xs))),
                                 xs)

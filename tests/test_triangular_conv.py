@@ -10,7 +10,8 @@ from cinc_tfp.bijectors import init
 from cinc_tfp.bijectors import triangular_conv
 from tests import bijector_checks
 
-HEIGHT, WIDTH = 4, 5
+# An odd number of pixels, so that det(tap)^(H W) keeps the tap's sign.
+HEIGHT, WIDTH = 3, 5
 
 
 def padded_conv_matrix(kernel, corner):
@@ -50,11 +51,13 @@ def test_many_channels_invertible_iff_det_of_diagonal_tap_nonzero(corner):
   kernel = tf.constant(rng.normal(size=[3, 3, channels, channels]))
   # A full (not triangular) tap with non-zero determinant: invertible, and
   # det M = det(tap)^(HW).
-  tap = tf.constant(rng.normal(size=[channels, channels]))
+  tap = rng.normal(size=[channels, channels])
+  tap[0] *= -np.sign(np.linalg.det(tap))  # A negative determinant.
+  tap = tf.constant(tap)
   matrix = padded_conv_matrix(with_diagonal_tap(kernel, tap, corner), corner)
   sign, log_det = tf.linalg.slogdet(matrix)
   tap_sign, tap_log_det = tf.linalg.slogdet(tap)
-  assert sign == tap_sign**(HEIGHT * WIDTH)
+  assert tap_sign == -1 and sign == -1
   np.testing.assert_allclose(log_det, HEIGHT * WIDTH * tap_log_det, rtol=1e-9)
   # A rank-deficient tap (third row = first + second): singular.
   rows = rng.normal(size=[2, channels])
@@ -169,6 +172,19 @@ def test_one_convolution_inverts_the_largest_one_image_size(corner, dtype):
   assert plan.one_image_fits((side, side, channels))
   np.testing.assert_allclose(_solve_with_plan(y, kernel, corner, plan), x,
                              **bijector_checks.TOLERANCE[dtype])
+
+
+def test_plans_of_float32_kernels_are_computed_in_float64():
+  # Made in float32, the matrices differ from these by ~6e-7 of their size.
+  kernel = triangular_conv.triangular_kernel(
+      tf.random.stateless_normal([3, 3, 12, 12], [4, 5], stddev=0.2),
+      tf.exp(tf.random.stateless_normal([12], [6, 7], stddev=0.2)),
+      'top_left')
+  plan = triangular_conv.inverse_plan(kernel, 16)
+  wide = tf.cast(triangular_conv.row_matrices(tf.cast(kernel, tf.float64), 16),
+                 tf.float32)
+  np.testing.assert_allclose(plan.rows, wide, rtol=0,
+                             atol=1e-8 * float(tf.reduce_max(tf.abs(wide))))
 
 
 def test_a_plan_of_other_weights_is_never_used():
