@@ -199,8 +199,9 @@ def save(model, path):
   try:
     gfile.makedirs(parent)
   except tf.errors.OpError as error:
+    reason = _errors.first_line(error)
     raise ExportError(f'Cannot export to {path!r}: its directory {parent!r} '
-                      f'cannot be made ({error.message}).') from None
+                      f'cannot be made ({reason}).') from None
   module = _Serving(model)
   if remote:
     staging = os.path.join(parent, f'.saving-{uuid.uuid4().hex}-{name}')
